@@ -1,0 +1,198 @@
+"""Real public-domain text for readers who are online: download once, check, cache.
+
+>>> text = load_text("tinyshakespeare")          # doctest: +SKIP
+>>> len(text)                                    # doctest: +SKIP
+1115394
+
+A download goes to a temporary file in the cache folder (``lmlab.env.cache_dir("texts")``) and is
+renamed into place only after its SHA-256 matches, so the cache never holds a partial or wrong file.
+Offline, or when the checksum does not match, :func:`load_text` raises within a few seconds with
+the cause, and points to the built-in toy language (``lmlab.corpus.toy()``), which needs no network.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .env import cache_dir
+
+OFFLINE_HINT = ("The built-in toy language needs no network: lmlab.corpus.toy().text(n_sentences, seed=0) "
+                "gives as much text as you like.")
+
+
+@dataclass(frozen=True)
+class TextSource:
+    url: str
+    sha256: str
+    n_chars: int
+    filename: str
+    description: str
+
+
+SOURCES: dict[str, TextSource] = {
+    "tinyshakespeare": TextSource(
+        url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+        sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+        n_chars=1_115_394,
+        filename="tinyshakespeare.txt",
+        description="about 40,000 lines of Shakespeare's plays, as collected by Andrej Karpathy for char-rnn",
+    ),
+}
+
+
+class TextLoadError(RuntimeError):
+    """A text could not be loaded (see the message for the cause and the offline alternative)."""
+
+
+class DownloadError(TextLoadError):
+    """The download failed: no network, an unreachable server, an HTTP error or a timeout."""
+
+
+class ChecksumError(TextLoadError, ValueError):
+    """The text's SHA-256 is not the expected one."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _decode(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")  # bytes -> str without newline translation: counts stay exact
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{where} is not UTF-8 text ({e})") from None
+
+
+def load_text(name_or_path: str | os.PathLike, sha256: str | None = None, url: str | None = None,
+              timeout: float = 4.0) -> str:
+    """Load a known public-domain text by name, or a local text file.
+
+    ``load_text("tinyshakespeare")`` downloads the text on first use (from ``url``, default the
+    source's usual address), checks its SHA-256 (``sha256`` overrides the known one) and caches it
+    under ``lmlab.env.cache_dir("texts")``; later calls read the cache without any request.
+
+    ``load_text(path)`` reads a local UTF-8 file, checking ``sha256`` if given.
+
+    ``timeout`` (seconds) bounds the wait for the server to answer and for each read; offline the
+    call fails within it with :class:`DownloadError`. A checksum mismatch raises
+    :class:`ChecksumError` naming both hashes. Both point to ``lmlab.corpus.toy()``.
+    """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"pass a text name ({sorted(SOURCES)}) or a file path, got {type(name_or_path).__name__}")
+    if not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if sha256 is not None and (not isinstance(sha256, str) or len(sha256) != 64):
+        raise ValueError(f"sha256 must be a 64-character hex digest, got {sha256!r}")
+    key = os.fspath(name_or_path)
+    if key in SOURCES:
+        return _load_known(key, SOURCES[key], sha256 or SOURCES[key].sha256, url or SOURCES[key].url, timeout)
+    path = Path(key).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{key!r} is neither a known text ({', '.join(sorted(SOURCES))}) nor an existing "
+                                f"file. {OFFLINE_HINT}")
+    data = path.read_bytes()
+    if sha256 is not None and _sha256(data) != sha256.lower():
+        raise ChecksumError(f"checksum mismatch for {path}: expected sha256 {sha256.lower()}, got {_sha256(data)}. "
+                            f"{OFFLINE_HINT}")
+    return _decode(data, str(path))
+
+
+def _load_known(name: str, source: TextSource, sha256: str, url: str, timeout: float) -> str:
+    sha256 = sha256.lower()
+    folder = cache_dir("texts")
+    target = folder / source.filename
+    if target.is_file():
+        data = target.read_bytes()
+        if _sha256(data) == sha256:
+            return _decode(data, str(target))
+        target.unlink()  # stale or damaged cache entry: fetch it again
+    data = _download(name, url, folder, target, sha256, timeout)
+    return _decode(data, str(target))
+
+
+def _download(name: str, url: str, folder: Path, target: Path, sha256: str, timeout: float) -> bytes:
+    """Fetch ``url`` into a temporary file in ``folder``; rename it to ``target`` once it checks out.
+
+    The request runs in a helper thread so that even a hanging name lookup cannot keep the caller
+    waiting past ``timeout`` for the server's answer.
+    """
+    _remove_stale_parts(folder, target.name)
+    state: dict = {}
+    answered, finished, abandoned = threading.Event(), threading.Event(), threading.Event()
+
+    def fetch() -> None:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                answered.set()
+                fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".part")
+                state["tmp"] = Path(tmp_name)
+                digest, chunks = hashlib.sha256(), []
+                with os.fdopen(fd, "wb") as f:
+                    while not abandoned.is_set():
+                        chunk = response.read(1 << 16)
+                        if not chunk:
+                            break
+                        digest.update(chunk)
+                        chunks.append(chunk)
+                        f.write(chunk)
+                state["digest"], state["data"] = digest.hexdigest(), b"".join(chunks)
+        except BaseException as e:  # reported to the caller below
+            state["error"] = e
+        finally:
+            answered.set()
+            finished.set()
+            if abandoned.is_set() and "tmp" in state:  # the caller gave up: clean up here
+                state["tmp"].unlink(missing_ok=True)
+
+    started = time.monotonic()
+    try:
+        threading.Thread(target=fetch, daemon=True, name=f"lmlab-download-{name}").start()
+        if not answered.wait(timeout):
+            raise DownloadError(f"could not download {name!r} from {url}: no answer within {timeout:g} s "
+                                f"(network unreachable or offline?). {OFFLINE_HINT}")
+        finished.wait()  # each read is bounded by the socket timeout
+        if "error" in state:
+            raise DownloadError(f"could not download {name!r} from {url}: {_describe(state['error'])} "
+                                f"(after {time.monotonic() - started:.1f} s). {OFFLINE_HINT}") from state["error"]
+        if state["digest"] != sha256:
+            raise ChecksumError(f"checksum mismatch for {name!r} downloaded from {url}: expected sha256 {sha256}, "
+                                f"got {state['digest']}; the download was discarded (nothing was cached). "
+                                f"{OFFLINE_HINT}")
+        os.replace(state["tmp"], target)
+        return state["data"]
+    finally:
+        # Each side sets its own flag before looking at the other's, so exactly one of them (or
+        # both, harmlessly) removes the temporary file; after the rename this is a no-op.
+        abandoned.set()
+        if finished.is_set() and "tmp" in state:
+            state["tmp"].unlink(missing_ok=True)
+
+
+def _remove_stale_parts(folder: Path, filename: str, max_age_s: float = 3600.0) -> None:
+    """Remove temporary files left by a process that was killed while downloading."""
+    for part in folder.glob(f".{filename}.*.part"):
+        try:
+            if time.time() - part.stat().st_mtime > max_age_s:
+                part.unlink()
+        except OSError:
+            pass
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, urllib.error.HTTPError):
+        return f"the server answered HTTP {error.code} {error.reason}"
+    if isinstance(error, urllib.error.URLError):
+        reason = error.reason
+        if isinstance(reason, (TimeoutError, OSError)) and "timed out" in str(reason):
+            return "the connection timed out (network unreachable or offline?)"
+        return f"network unreachable or offline? ({reason})"
+    if isinstance(error, TimeoutError):
+        return "the server stopped sending data (timed out)"
+    return f"{type(error).__name__}: {error}"
