@@ -183,7 +183,8 @@ def _register_book_renderer() -> None:
 
     It writes a ``<div>`` and a script that calls ``Plotly.newPlot``; plotly.js itself is loaded once
     per page from the site's ``_static`` folder (see ``_ext/course.py``), never inlined or fetched
-    from a CDN.
+    from a CDN. (plotly's own ``HtmlRenderer`` also adds a MathJax ``<script>`` from a CDN to every
+    figure; this one does not: the site serves its own MathJax.)
     """
     import plotly.io as pio
     from plotly.io._base_renderers import HtmlRenderer
@@ -191,6 +192,21 @@ def _register_book_renderer() -> None:
     class BookRenderer(HtmlRenderer):
         def __init__(self):
             super().__init__(connected=False, full_html=False, global_init=False, include_plotlyjs=False)
+
+        def to_mimebundle(self, fig_dict):
+            html = pio.to_html(
+                fig_dict,
+                config=self.config,
+                auto_play=self.auto_play,
+                include_plotlyjs=False,
+                include_mathjax=False,
+                full_html=False,
+                animation_opts=self.animation_opts,
+                default_width="100%",
+                default_height=525,
+                validate=False,
+            )
+            return {"text/html": html}
 
     pio.renderers[BOOK_RENDERER] = BookRenderer()
     pio.renderers.default = BOOK_RENDERER

@@ -1,0 +1,50 @@
+# The two commands of the README:
+#   make book   build the book into _build/html (executes every changed notebook; offline is fine)
+#   make test   run every test (lmlab, notebook hygiene, one full book build offline, Chromium)
+# Both create .venv first if it is missing (python3 -m venv; requirements.txt; lmlab editable).
+
+SHELL  := /bin/bash
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+BUILD  := _build
+# Any change to lmlab or the pinned environment re-executes every notebook on the next `make book`.
+LMLAB_SOURCES := $(shell find lib/lmlab -name '*.py' 2>/dev/null)
+
+.PHONY: book test venv clean help
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make book   build the book into $(BUILD)/html (LMLAB_CACHE=DIR to reuse an lmlab cache)"
+	@echo "make test   run every test (see README)"
+	@echo "make venv   create $(VENV) with requirements.txt and lmlab (both targets do this first)"
+	@echo "make clean  remove $(BUILD)/ (the next build executes every notebook)"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt lib/pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -r requirements.txt -e lib
+	@touch $@
+
+# Clear jupyter-cache's executed notebooks when lmlab or the environment changed since the last build.
+$(BUILD)/.lmlab-stamp: $(VENV)/.installed $(LMLAB_SOURCES)
+	@rm -rf $(BUILD)/.jupyter_cache
+	@mkdir -p $(BUILD) && touch $@
+
+# LMLAB_BOOK=1 is lmlab's build mode. The lmlab cache is a fresh temporary folder unless LMLAB_CACHE
+# is given. The log is kept in $(BUILD)/book-build.log (tests can reuse the build: README).
+book: $(VENV)/.installed $(BUILD)/.lmlab-stamp
+	@cache="$${LMLAB_CACHE:-$$(mktemp -d -t lmlab-cache.XXXXXX)}"; \
+	echo "lmlab cache: $$cache"; \
+	LMLAB_BOOK=1 LMLAB_CACHE="$$cache" PATH="$(CURDIR)/$(BIN):$$PATH" \
+	  $(BIN)/jupyter-book build . -W --keep-going 2>&1 | tee $(BUILD)/book-build.log; \
+	status=$${PIPESTATUS[0]}; \
+	if [ -z "$$LMLAB_CACHE" ]; then rm -rf "$$cache"; fi; \
+	exit $$status
+
+test: $(VENV)/.installed
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,134 @@
+"""Local Sphinx extension: the book's scripts come from the site itself, never from a CDN.
+
+* plotly.js: ``plotly.min.js`` from the installed ``plotly`` package is copied once into the site's
+  ``_static/`` and added to every page that holds a plotly figure (figures are written by lmlab's
+  book renderer without plotly.js, see ``lmlab.env``).
+* MathJax 3: the files of the installed ``sphinx-mathjax-offline`` package are copied into
+  ``_static/mathjax/`` and ``mathjax_path`` points there. (That package's own module name has a hyphen,
+  so it cannot be loaded as an extension; we locate its files through its distribution metadata.)
+
+Copies are skipped when the target already holds the same bytes (size and mtime), so incremental
+builds stay fast. Nothing is committed to the repository.
+"""
+from __future__ import annotations
+
+import shutil
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from sphinx.application import Sphinx
+from sphinx.errors import ExtensionError
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
+
+PLOTLY_JS = "plotly.min.js"
+MATHJAX_DIR = "mathjax"
+MATHJAX_ENTRY = "tex-chtml.js"
+MATHJAX_DIST = "sphinx-mathjax-offline"
+# Markers that a page's body holds a figure written by plotly's HTML renderer.
+PLOTLY_MARKERS = ("Plotly.newPlot", "plotly-graph-div")
+
+
+def plotly_js_source() -> Path:
+    """The ``plotly.min.js`` shipped inside the installed plotly package."""
+    import plotly
+
+    path = Path(plotly.__file__).parent / "package_data" / PLOTLY_JS
+    if not path.is_file():
+        raise ExtensionError(f"plotly.min.js not found at {path}; reinstall plotly (requirements.txt)")
+    return path
+
+
+def mathjax_source() -> Path:
+    """The ``static/mathjax`` folder of the installed ``sphinx-mathjax-offline`` distribution."""
+    try:
+        dist = metadata.distribution(MATHJAX_DIST)
+    except metadata.PackageNotFoundError as err:
+        raise ExtensionError(
+            f"{MATHJAX_DIST} is not installed; run `pip install -r requirements.txt`"
+        ) from err
+    for file in dist.files or []:
+        if file.name == MATHJAX_ENTRY and file.parent.name == MATHJAX_DIR:
+            folder = Path(dist.locate_file(file)).parent
+            if folder.is_dir():
+                return folder
+    raise ExtensionError(f"no {MATHJAX_DIR}/{MATHJAX_ENTRY} among the files of {MATHJAX_DIST}")
+
+
+def _same(src: Path, dst: Path) -> bool:
+    if not dst.is_file():
+        return False
+    a, b = src.stat(), dst.stat()
+    return a.st_size == b.st_size and int(a.st_mtime) == int(b.st_mtime)
+
+
+def copy_file(src: Path, dst: Path) -> bool:
+    """Copy ``src`` to ``dst`` unless it is already there; True when something was copied."""
+    if _same(src, dst):
+        return False
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dst)
+    return True
+
+
+def copy_tree(src: Path, dst: Path) -> int:
+    """Copy every file under ``src`` to ``dst`` (skipping unchanged ones); returns how many were copied."""
+    copied = 0
+    for path in src.rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts:
+            copied += copy_file(path, dst / path.relative_to(src))
+    return copied
+
+
+def _set_mathjax_path(app: Sphinx, config: Any) -> None:
+    # Relative paths are served from the site's _static folder.
+    config.mathjax_path = f"{MATHJAX_DIR}/{MATHJAX_ENTRY}"
+
+
+def _copy_assets(app: Sphinx) -> None:
+    # Copied before pages are written, so Sphinx can add its ?v=checksum to the script URLs.
+    if app.builder.format != "html":
+        return
+    static = Path(app.outdir) / "_static"
+    if copy_file(plotly_js_source(), static / PLOTLY_JS):
+        logger.info(f"course: copied {PLOTLY_JS} into _static/")
+    copied = copy_tree(mathjax_source(), static / MATHJAX_DIR)
+    if copied:
+        logger.info(f"course: copied {copied} MathJax files into _static/{MATHJAX_DIR}/")
+
+
+def _add_plotly_js(app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any) -> None:
+    # Only pages that show a figure load plotly.js; every such page loads the same copy.
+    body = context.get("body") or ""
+    if any(marker in body for marker in PLOTLY_MARKERS):
+        # Not deferred: the figures' inline scripts call Plotly.newPlot as the page is parsed.
+        app.builder.add_js_file(PLOTLY_JS, priority=200)  # this page only, like sphinx.ext.mathjax
+
+
+def _drop_unused_thebe(app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any) -> None:
+    # Jupyter Book always loads sphinx-thebe, which writes a CDN URL (unpkg.com) into every page even
+    # when thebe is off. With no thebe button nothing loads it, but a page of this site names no
+    # remote script at all: drop the thebe scripts and style unless launch_buttons.thebe is on.
+    launch = (app.config.html_theme_options or {}).get("launch_buttons") or {}
+    if launch.get("thebe"):
+        return
+    scripts = context.get("script_files")
+    if isinstance(scripts, list):
+        scripts[:] = [
+            js for js in scripts
+            if "thebe" not in str(getattr(js, "filename", "") or "")
+            and "THEBE_JS_URL" not in (getattr(js, "attributes", {}) or {}).get("body", "")
+        ]
+    styles = context.get("css_files")
+    if isinstance(styles, list):
+        styles[:] = [css for css in styles if "thebe" not in str(getattr(css, "filename", "") or "")]
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.connect("config-inited", _set_mathjax_path)
+    app.connect("builder-inited", _copy_assets)
+    app.connect("html-page-context", _add_plotly_js)
+    app.connect("html-page-context", _drop_unused_thebe, priority=900)
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
