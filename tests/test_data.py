@@ -403,3 +403,14 @@ def test_toy_masked_exact_model_has_zero_gap(toy):
     sents = lang.sentences(8, seed=14)
     result = exact_gap(ExactMasked(lang, tok), tok, lang, sents, batch_size=16)
     assert abs(result.gap) < 1e-9
+
+
+def test_toy_sentences_become_streams_and_rows(toy):
+    lang, tok = toy
+    samples = lang.sample(30, seed=15)  # Sentence objects
+    words = [s.tokens for s in samples]
+    assert tok.decode(stream_ids(samples, tok)) == " ".join(" ".join(w) for w in words)
+    assert torch.equal(stream_ids(lang.sentences(30, seed=15), tok), torch.tensor(tok.encode(lang.text(30, seed=15))))
+    rows, mask = sentence_rows(samples, tok, max_len=32, return_attention_mask=True)
+    assert " ".join(tok.decode(r[m]) for r, m in zip(rows, mask)) == " ".join(" ".join(w) for w in words)
+    assert all(tok.decode(r[m]).endswith(" .") for r, m in zip(rows, mask))

@@ -84,7 +84,7 @@ def random_windows(ids: torch.Tensor, batch_size: int, length: int,
     if len(ids) < length:
         raise ValueError(f"the stream has {len(ids)} tokens, fewer than the window length {length}")
     starts = torch.randint(0, len(ids) - length + 1, (batch_size,), generator=generator)
-    return ids[starts[:, None] + torch.arange(length)]
+    return ids[(starts[:, None] + torch.arange(length)).to(ids.device)]
 
 
 def next_token_batch(ids: torch.Tensor, batch_size: int, context: int,
@@ -300,10 +300,12 @@ def _token_nll(model: Any, items: list[_Item], batch_size: int, device: torch.de
             where.append((i, j, t))
     for batch in _batches_by_length(rows, batch_size):
         idx = torch.tensor([rows[r] for r in batch], dtype=torch.long, device=device)
-        lp = _logprobs(model, idx).cpu()
+        pos = torch.tensor([where[r][2] for r in batch], device=device)
+        target = torch.tensor([items[where[r][0]].ids[where[r][2]] for r in batch], device=device)
+        nll = -_logprobs(model, idx)[torch.arange(len(batch), device=device), pos, target].cpu().numpy()
         for b, r in enumerate(batch):
-            i, j, t = where[r]
-            out[i][j] = -float(lp[b, t, items[i].ids[t]])
+            i, j, _ = where[r]
+            out[i][j] = nll[b]
     return out
 
 

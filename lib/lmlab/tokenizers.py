@@ -210,6 +210,9 @@ class Tokenizer:
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and self._state() == other._state()
 
+    def __hash__(self) -> int:
+        return hash((self.kind, tuple(self._vocab)))
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(vocab_size={self.vocab_size}, eos_token={self.eos_token!r})"
 
