@@ -196,10 +196,17 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "voc
 
 def _load(source: str, head: str, local_only: bool):
     from transformers import AutoConfig, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     config = AutoConfig.from_pretrained(source, local_files_only=local_only)
-    model = _model_class(config, head).from_pretrained(source, attn_implementation="eager",
-                                                       local_files_only=local_only)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars in notebooks and book pages
+    try:
+        model = _model_class(config, head).from_pretrained(source, attn_implementation="eager",
+                                                           local_files_only=local_only)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     tokenizer = None  # a folder with a model but no tokenizer files (transformers would invent an empty one)
     if not Path(source).is_dir() or any((Path(source) / f).is_file() for f in _TOKENIZER_FILES):
         try:
@@ -221,7 +228,9 @@ def load_pretrained(name: str, timeout: float = 3.0, head: str = "auto", fallbac
     ``tokenizer`` is ``None`` when the source has no tokenizer files.
 
     Offline it prints one line and returns ``None`` (``fallback=None``) or, with ``fallback="minilm"``,
-    the packaged all-MiniLM-L6-v2 (:func:`load_minilm`). It returns within about ``timeout`` seconds.
+    the packaged all-MiniLM-L6-v2 (:func:`load_minilm`), within about ``timeout`` seconds (about 1 s
+    when name resolution fails at once, as with no network). The MiniLM names always load the
+    packaged, checksum-verified copy (a ``BertModel``; ``head`` does not apply).
     """
     if not isinstance(name, (str, os.PathLike)) or not str(name):
         raise TypeError(f"name must be a hub id like 'gpt2' or a folder, got {name!r}")
@@ -240,15 +249,15 @@ def load_pretrained(name: str, timeout: float = 3.0, head: str = "auto", fallbac
         raise FileNotFoundError(f"no model folder at {name!r}")
     try:
         return _load(name, head, local_only=True)  # the local Hugging Face cache
-    except OSError:
+    except (OSError, ValueError):  # not cached (or not a valid hub id)
         pass
     if hub_reachable(timeout):
         os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(int(timeout) + 1))  # only if not imported yet
         os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", str(int(timeout) + 7))
         try:
             return _load(name, head, local_only=False)
-        except OSError as err:
-            reason = f"download failed ({type(err).__name__})"
+        except Exception as err:  # network errors come as several types (OSError, httpx timeouts, ...)
+            reason = f"download failed: {type(err).__name__}"
     else:
         reason = f"{HUB_HOST} unreachable"
     if fallback == "minilm":

@@ -283,6 +283,8 @@ class NGramLM:
         if self.bos_id is not None:
             top = max(top, self.bos_id)
         if self.vocab_size is None:
+            if top < 0:
+                raise ValueError("no token ids to count: pass a non-empty list of sequences, or give vocab_size")
             self.vocab_size = top + 1
         elif top >= self.vocab_size:
             raise ValueError(f"token id {top} is out of range for vocab_size={self.vocab_size}")
