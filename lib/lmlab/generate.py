@@ -167,6 +167,13 @@ def _device(model: nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
+def _hub_cache_argument(model: nn.Module) -> str:
+    """``"cache"`` (transformers >= 5.2x) or ``"past_key_values"`` (older releases, e.g. on Colab)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def _logits(model: nn.Module, idx: torch.Tensor, cache: Any = None) -> tuple[torch.Tensor, Any]:
     """Run ``idx`` ``(batch, seq)``; returns ``(logits (batch, seq, vocab), cache)``."""
     if _is_hub(model):
@@ -174,8 +181,9 @@ def _logits(model: nn.Module, idx: torch.Tensor, cache: Any = None) -> tuple[tor
             out = model(input_ids=idx)
             return out.logits, None
         past = None if cache is True else cache
-        out = model(input_ids=idx, past_key_values=past, use_cache=True)
-        return out.logits, out.past_key_values
+        name = _hub_cache_argument(model)
+        out = model(input_ids=idx, use_cache=True, **{name: past})
+        return out.logits, out[name] if name in out else None
     if cache is None:
         return model(idx), None
     return model(idx, kv_cache=cache), cache

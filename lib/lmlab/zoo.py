@@ -1,0 +1,340 @@
+"""The course model zoo: small named models trained on demand and cached.
+
+::
+
+    from lmlab import zoo
+    zoo.available()                        # ['toy-bert', 'toy-char', 'toy-gpt']
+    model, tokenizer = zoo.load("toy-gpt")
+    model.zoo_info                         # how it was trained: seconds, steps, tokens, losses, ...
+
+The first ``load`` of a model trains it (each in well under 30 s on 2 CPU cores) and saves it in
+``lmlab.env.cache_dir("zoo")`` (``~/.cache/lmlab/zoo``, or under ``$LMLAB_CACHE``); later loads read
+the file. The file name holds a key: a hash of the model's spec (architecture, training settings,
+data), the toy language's grammar and the source of the ``lmlab`` modules that shape the result, so a
+change to any of them trains a fresh model instead of reusing a stale one. Every file has a SHA-256
+checksum beside it; a damaged file is reported in one line and the model retrained.
+
+=============  ==========================================================================
+``toy-gpt``    causal transformer (GPT-style), word level, on the toy language
+``toy-bert``   masked transformer (BERT-style), word level, on the toy language
+``toy-char``   causal transformer, character level, on the toy language's text
+=============  ==========================================================================
+
+Word-level models read text like ``". the dog barks ."``: put ``"."`` (the end of the previous
+sentence) before a sentence's first word, as in training, where sentences follow one another.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import env
+
+__all__ = ["ZooSpec", "ZooInfo", "SPECS", "available", "describe", "load", "info", "cache_key", "cache_path",
+           "held_out_sentences", "gap"]
+
+FORMAT = "lmlab-zoo-1"
+EVAL_SEED = 12345  # held-out sentences for gaps (benchmark 4, the chapters); no training seed uses it
+# Modules whose source shapes a trained zoo model; their text is part of the cache key.
+_CODE_MODULES = ("corpus.py", "tokenizers.py", "data.py", "models.py", "train.py", "zoo.py")
+
+
+@dataclass
+class ZooSpec:
+    """Everything that defines a zoo model.
+
+    ``model``: :class:`~lmlab.models.TransformerConfig` fields (``vocab_size`` comes from the
+    tokenizer); ``train``: :class:`~lmlab.train.TrainConfig` fields. The training stream is
+    ``train_sentences`` sentences of the toy language (``variant``) drawn with ``data_seed``, the
+    validation stream ``val_sentences`` more with ``data_seed + 1``; ``seed`` seeds the initial weights.
+    """
+
+    name: str
+    description: str
+    tokenizer: str                      # "word" | "char"
+    model: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    variant: str = "standard"
+    train_sentences: int = 100_000
+    val_sentences: int = 500
+    data_seed: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or "/" in self.name or os.sep in self.name:
+            raise ValueError(f"name must be a non-empty string without '/', got {self.name!r}")
+        if self.tokenizer not in ("word", "char"):
+            raise ValueError(f"tokenizer must be 'word' or 'char', got {self.tokenizer!r}")
+        for name in ("train_sentences", "val_sentences"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if self.data_seed + 1 == EVAL_SEED or self.data_seed == EVAL_SEED:
+            raise ValueError(f"data_seed {self.data_seed} would reuse the held-out evaluation seed {EVAL_SEED}")
+
+
+SPECS: dict[str, ZooSpec] = {
+    spec.name: spec for spec in [
+        ZooSpec(
+            name="toy-gpt",
+            description="causal transformer (GPT-style), word level, on the toy language",
+            tokenizer="word",
+            model=dict(context_length=24, n_layer=2, n_head=4, d_model=64, d_ff=256, activation="gelu_tanh"),
+            train=dict(steps=1200, batch_size=48, lr=4e-3, min_lr=4e-4, warmup_steps=60, weight_decay=0.1,
+                       betas=(0.9, 0.99), grad_clip=1.0, eval_every=0, eval_batches=10),
+        ),
+        ZooSpec(
+            name="toy-bert",
+            description="masked transformer (BERT-style), word level, on the toy language",
+            tokenizer="word",
+            model=dict(context_length=24, n_layer=2, n_head=4, d_model=64, d_ff=256, causal=False),
+            train=dict(steps=1200, batch_size=48, lr=4e-3, min_lr=4e-4, warmup_steps=60, weight_decay=0.1,
+                       betas=(0.9, 0.99), grad_clip=1.0, eval_every=0, eval_batches=10, mask_prob=0.15),
+        ),
+        ZooSpec(
+            name="toy-char",
+            description="causal transformer, character level, on the toy language's text",
+            tokenizer="char",
+            model=dict(context_length=128, n_layer=2, n_head=4, d_model=64, d_ff=256, activation="gelu_tanh"),
+            train=dict(steps=600, batch_size=16, lr=4e-3, min_lr=4e-4, warmup_steps=50, weight_decay=0.1,
+                       betas=(0.9, 0.99), grad_clip=1.0, eval_every=0, eval_batches=10),
+            train_sentences=40_000,
+        ),
+    ]
+}
+
+
+@dataclass
+class ZooInfo:
+    """How a zoo model was made: the spec, the cache file, and the training run's figures.
+
+    ``seconds`` is the training wall time on ``device`` with ``threads`` torch threads (data generation
+    and saving excluded); ``tokens_seen`` counts input positions (steps x batch x context).
+    """
+
+    name: str
+    key: str
+    path: str
+    from_cache: bool
+    steps: int
+    tokens_seen: int
+    seconds: float
+    tokens_per_second: float
+    final_train_loss: float | None
+    final_val_loss: float | None
+    device: str
+    threads: int
+    data_seconds: float
+    spec: dict
+    history: dict = field(repr=False, default_factory=dict)
+
+
+def available() -> list[str]:
+    """Names of the zoo's models."""
+    return sorted(SPECS)
+
+
+def describe() -> dict[str, str]:
+    """``{name: description}`` for every zoo model."""
+    return {name: SPECS[name].description for name in available()}
+
+
+def _spec(name: str | ZooSpec) -> ZooSpec:
+    if isinstance(name, ZooSpec):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a zoo model's name (str) or a ZooSpec, got {type(name).__name__}")
+    if name not in SPECS:
+        raise ValueError(f"unknown zoo model {name!r}; available: {', '.join(available())}")
+    return SPECS[name]
+
+
+def _language(spec: ZooSpec):
+    from . import corpus
+
+    return corpus.toy(spec.variant)
+
+
+def _tokenizer(spec: ZooSpec, lang: Any):
+    from .tokenizers import CharTokenizer, WordTokenizer
+
+    if spec.tokenizer == "word":
+        return WordTokenizer.for_toy(lang)
+    # every character any sentence can contain: the letters of the vocabulary and the space
+    return CharTokenizer.from_text(" ".join(lang.vocab))
+
+
+def cache_key(name: str | ZooSpec) -> str:
+    """The SHA-256 (hex) over the spec, the toy language's grammar and the relevant ``lmlab`` source."""
+    from . import __version__
+
+    spec = _spec(name)
+    lang = _language(spec)
+    h = hashlib.sha256()
+    h.update(FORMAT.encode())
+    h.update(__version__.encode())
+    h.update(json.dumps(asdict(spec), sort_keys=True, default=str).encode())
+    h.update(json.dumps(list(lang.vocab)).encode())
+    describe_fn = getattr(lang, "describe", None)
+    if callable(describe_fn):
+        h.update(str(describe_fn()).encode())
+    here = Path(__file__).parent
+    for module in _CODE_MODULES:
+        path = here / module
+        h.update(module.encode())
+        h.update(path.read_bytes() if path.is_file() else b"missing")
+    return h.hexdigest()
+
+
+def cache_path(name: str | ZooSpec) -> Path:
+    """Where the model's file lives: ``cache_dir("zoo") / "{name}-{key[:16]}.safetensors"``."""
+    spec = _spec(name)
+    return env.cache_dir("zoo") / f"{spec.name}-{cache_key(spec)[:16]}.safetensors"
+
+
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _build_model(spec: ZooSpec, vocab_size: int):
+    from .models import Transformer, TransformerConfig
+
+    return Transformer(TransformerConfig(vocab_size=vocab_size, **spec.model))
+
+
+def _train(spec: ZooSpec, lang: Any, tokenizer: Any, device: str | None, verbose: bool):
+    from . import data
+    from .train import TrainConfig, train
+
+    t0 = time.perf_counter()
+    train_ids = data.stream_ids(lang.sentences(spec.train_sentences, seed=spec.data_seed), tokenizer)
+    val_ids = data.stream_ids(lang.sentences(spec.val_sentences, seed=spec.data_seed + 1), tokenizer)
+    data_seconds = time.perf_counter() - t0
+    env.seed_everything(spec.seed)
+    model = _build_model(spec, tokenizer.vocab_size)
+    config = TrainConfig(**{**spec.train, "seed": spec.seed, "device": device})
+    history = train(model, train_ids, val_ids, config, tokenizer=tokenizer, progress=verbose)
+    return model, history, data_seconds
+
+
+def _save(path: Path, model: torch.nn.Module, info: ZooInfo) -> None:
+    from safetensors.torch import save_model
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    save_model(model, str(tmp), metadata={"format": FORMAT, "info": json.dumps(asdict(info), default=str)})
+    digest = _sha256(tmp)
+    os.replace(tmp, path)
+    sidecar = _checksum_path(path)
+    tmp_sum = sidecar.with_name(sidecar.name + f".tmp{os.getpid()}")
+    tmp_sum.write_text(digest + "\n")
+    os.replace(tmp_sum, sidecar)
+    # drop files of the same model made with another key (an older spec or library version)
+    for old in path.parent.glob(f"{info.name}-*.safetensors*"):
+        if old.name not in (path.name, sidecar.name) and ".tmp" not in old.name:
+            try:
+                old.unlink()
+            except OSError:
+                pass
+
+
+def _read(path: Path, spec: ZooSpec, vocab_size: int, device: torch.device):
+    """The cached model and its info, or a reason string if the file cannot be trusted."""
+    from safetensors import safe_open
+    from safetensors.torch import load_model
+
+    sidecar = _checksum_path(path)
+    if not sidecar.is_file():
+        return "its checksum file is missing"
+    if _sha256(path) != sidecar.read_text().strip():
+        return "its checksum does not match"
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("format") != FORMAT:
+            return f"unknown format {meta.get('format')!r}"
+        info = ZooInfo(**json.loads(meta["info"]))
+        model = _build_model(spec, vocab_size)
+        load_model(model, str(path), strict=True, device=str(device))
+    except Exception as err:  # a file that passed the checksum but does not load: say why
+        return f"it does not load ({type(err).__name__}: {err})"
+    return model, info
+
+
+def load(name: str | ZooSpec, *, retrain: bool = False, device: str | None = None, verbose: bool = True):
+    """A zoo model and its tokenizer: ``(model, tokenizer)``, trained now or read from the cache.
+
+    ``name``: one of :func:`available`, or a :class:`ZooSpec` of your own. ``retrain=True`` ignores
+    the cache. The model comes in eval mode on ``device`` (default :func:`lmlab.env.device`);
+    ``model.zoo_info`` is a :class:`ZooInfo`. ``verbose`` shows the progress bar and one-line messages.
+    """
+    spec = _spec(name)
+    if not isinstance(retrain, bool):
+        raise TypeError(f"retrain must be True or False, got {retrain!r}")
+    dev = env.device(device)
+    lang = _language(spec)
+    tokenizer = _tokenizer(spec, lang)
+    key = cache_key(spec)
+    path = env.cache_dir("zoo") / f"{spec.name}-{key[:16]}.safetensors"
+    if path.is_file() and not retrain:
+        result = _read(path, spec, tokenizer.vocab_size, dev)
+        if isinstance(result, tuple):
+            model, info = result
+            info.from_cache, info.path = True, str(path)
+            model.zoo_info = info
+            return model.eval(), tokenizer
+        print(f"lmlab.zoo: the cached {spec.name!r} at {path} is damaged ({result}); retraining it.", flush=True)
+    elif verbose:
+        print(f"lmlab.zoo: training {spec.name!r} ({spec.description}); it is cached afterwards.", flush=True)
+    model, history, data_seconds = _train(spec, lang, tokenizer, str(dev), verbose)
+    info = ZooInfo(name=spec.name, key=key, path=str(path), from_cache=False, steps=history.step[-1],
+                   tokens_seen=history.tokens_seen, seconds=history.seconds,
+                   tokens_per_second=history.tokens_per_second, final_train_loss=history.final_train_loss,
+                   final_val_loss=history.final_val_loss, device=dev.type, threads=torch.get_num_threads(),
+                   data_seconds=data_seconds, spec=asdict(spec), history=history.to_dict())
+    _save(path, model, info)
+    model.zoo_info = info
+    return model.eval(), tokenizer
+
+
+def info(name: str | ZooSpec) -> ZooInfo:
+    """The :class:`ZooInfo` of a zoo model (loading, or training, it if needed)."""
+    model, _ = load(name, verbose=False)
+    return model.zoo_info
+
+
+def held_out_sentences(n: int = 2000, variant: str = "standard") -> list[list[str]]:
+    """``n`` toy-language sentences no zoo model trained on (seed :data:`EVAL_SEED`), for gaps."""
+    from . import corpus
+
+    return corpus.toy(variant).sentences(n, seed=EVAL_SEED)
+
+
+def gap(name: str | ZooSpec, n_sentences: int = 2000, model=None, tokenizer=None):
+    """The zoo model's gap to the exact language on :func:`held_out_sentences` (``lmlab.data.exact_gap``).
+
+    Causal models: mean over every held-out word of -log q(word | its sentence so far) minus the exact
+    value; masked models: the same with each word masked and the rest of its sentence visible. Returns
+    a :class:`lmlab.data.GapResult`.
+    """
+    from . import data
+
+    spec = _spec(name)
+    if model is None or tokenizer is None:
+        model, tokenizer = load(spec, verbose=False)
+    return data.exact_gap(model, tokenizer, _language(spec), held_out_sentences(n_sentences, spec.variant))
