@@ -17,8 +17,9 @@ import pytest
 import nbtools
 from conftest import BookBuild
 
-# Pages to open: the toc's, plus Sphinx's own. (test_every_built_page_is_visited checks none is missed.)
-PAGES = nbtools.toc_docnames() + ["genindex", "search", "index"]
+# Pages to open: the toc's, plus Sphinx's own. (test_every_built_page_is_visited checks none is missed;
+# index.html only redirects to the root page: test_index_redirects_to_the_intro.)
+PAGES = nbtools.toc_docnames() + ["genindex", "search"]
 
 # Drawn marks of a plotly figure, per trace type. A figure's empty frame (.main-svg, axes, grid) has none.
 DRAWN_MARKS_JS = r"""
@@ -108,10 +109,15 @@ def visit(browser, url: str, screenshot: Path) -> PageVisit:
     try:
         page.goto(url, wait_until="load", timeout=60_000)
         page.wait_for_load_state("networkidle", timeout=30_000)
+        # MathJax is deferred: wait until it has started (pages with math) before asking what it drew.
+        page.wait_for_function(
+            "() => !document.querySelector('.math') || (window.MathJax && MathJax.startup && MathJax.startup.promise)",
+            timeout=30_000)
         result.math = page.evaluate(MATH_JS)
         for gd in page.query_selector_all(".plotly-graph-div"):
             gd.scroll_into_view_if_needed()
             result.figures.append(gd.evaluate(DRAWN_MARKS_JS))
+        page.evaluate("() => window.scrollTo(0, 0)")
         page.wait_for_timeout(300)
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(screenshot), full_page=True)
@@ -154,7 +160,19 @@ def test_page_in_chromium(book: BookBuild, site: str, chromium, artifacts: Path,
 
 def test_every_built_page_is_visited(book: BookBuild):
     built = {p.relative_to(book.html_dir).with_suffix("").as_posix() for p in book.pages()}
-    assert built <= set(PAGES), f"built pages the browser test does not open: {sorted(built - set(PAGES))}"
+    opened = set(PAGES) | {"index"}
+    assert built <= opened, f"built pages the browser test does not open: {sorted(built - opened)}"
+
+
+def test_index_redirects_to_the_intro(site: str, chromium):
+    context = chromium.new_context()
+    context.route("**/*", lambda r: r.continue_() if r.request.url.startswith(site) else r.abort())
+    page = context.new_page()
+    try:
+        page.goto(f"{site}index.html")
+        page.wait_for_url(f"{site}{nbtools.toc_docnames()[0]}.html", timeout=15_000)
+    finally:
+        context.close()
 
 
 def test_intro_figure_draws_in_chromium(book: BookBuild, site: str, chromium, artifacts: Path):
