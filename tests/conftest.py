@@ -215,9 +215,13 @@ def chromium_missing_reason() -> str:
     return ""
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
-    """A headless Chromium (Playwright's sync API); skips loudly, or fails under LMLAB_REQUIRE_BROWSER=1."""
+    """A headless Chromium (Playwright's sync API); skips loudly, or fails under LMLAB_REQUIRE_BROWSER=1.
+
+    Module-scoped: Playwright's sync API allows one running instance per thread, so a test module that
+    starts its own (``sync_playwright()``) must not overlap with this one.
+    """
     reason = chromium_missing_reason()
     if reason:
         message = f"BROWSER TESTS NOT RUN: {reason}."
