@@ -242,6 +242,16 @@ def _plain_loss_figure(history: History, floor: float | None, title: str):
     return fig
 
 
+def _in_kernel() -> bool:
+    """True inside a Jupyter/Colab kernel (where figures can be displayed and updated)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
 class _LivePlot:
     """A loss figure redrawn in place in Jupyter/Colab while training; inert in book builds and scripts."""
 
@@ -252,13 +262,10 @@ class _LivePlot:
         self.last = 0.0
         if not enabled or env.in_book_build():
             return
-        try:
-            from IPython import get_ipython
-            from IPython.display import display
-        except ImportError:
+        if not _in_kernel():
             return
-        if get_ipython() is None or not hasattr(get_ipython(), "kernel"):
-            return
+        from IPython.display import display
+
         self.handle = display(_plain_loss_figure(History(), floor, "Training loss (live)"), display_id=True)
 
     def update(self, history: History, force: bool = False) -> None:
@@ -546,13 +553,10 @@ def train(model: nn.Module, train_data: Sequence[int] | torch.Tensor, val_data: 
     finally:
         bar.close()
     model.eval()
-    if live and env.in_book_build():
-        try:
-            from IPython.display import display
+    if live and env.in_book_build() and _in_kernel():
+        from IPython.display import display
 
-            display(history.plot(floor=floor))
-        except ImportError:
-            pass
+        display(history.plot(floor=floor))
     return history
 
 
