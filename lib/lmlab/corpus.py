@@ -40,6 +40,7 @@ import numpy as np
 
 EOS = "."
 MASK = "[MASK]"
+MASK_SPELLINGS = {"[MASK]", "<mask>", "___"}  # all mark the slot in masked_distribution
 
 # --- the lexicon ----------------------------------------------------------------------------------
 # Noun classes. Within a class, earlier words are more frequent (weight 1/rank).
@@ -156,8 +157,8 @@ def _zipf(n: int, reverse: bool = False, s: float = 1.0) -> list[float]:
 class Params:
     """The grammar's probabilities. ``toy("shifted")`` changes these and nothing else."""
 
-    p_main: float = 0.93
-    p_code: float = 0.05
+    p_main: float = 0.96
+    p_code: float = 0.02
     p_sayings: tuple = (0.005, 0.01, 0.005)      # world, bird, gold
     class_weights: tuple = ((HM, .15), (HF, .15), (HN, .12), (DOG, .08), (CAT, .08), (FLYER, .08),
                             (BEAST, .12), (THING, .05), (TOOL, .04), (READABLE, .03), (FOOD, .04),
@@ -177,7 +178,7 @@ class Params:
 
 STANDARD = Params()
 SHIFTED = Params(
-    p_main=0.93, p_code=0.05, p_sayings=(0.005, 0.01, 0.005),
+    p_main=0.96, p_code=0.02, p_sayings=(0.005, 0.01, 0.005),
     class_weights=((HM, .08), (HF, .08), (HN, .08), (DOG, .14), (CAT, .14), (FLYER, .12), (BEAST, .14),
                    (THING, .05), (TOOL, .05), (READABLE, .02), (FOOD, .06), (PLACE, .04)),
     p_singular=0.4,
@@ -707,7 +708,7 @@ class ToyLanguage:
             tokens = tokens.split()
         elif not isinstance(tokens, (list, tuple)):
             raise TypeError(f"pass a string of space-separated words or a list of words, got {type(tokens).__name__}")
-        tokens = list(tokens)
+        tokens = [MASK if t in MASK_SPELLINGS else t for t in tokens]
         self._check_words([t for t in tokens if t != MASK])
         return tokens
 
