@@ -43,7 +43,7 @@ def _require_browser():
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def figure_site(tmp_path_factory):
     """A temporary folder served on 127.0.0.1, with plotly.min.js in it; yields (folder, base URL)."""
     _require_browser()
     import plotly
@@ -64,7 +64,7 @@ def site(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(site):
+def figure_browser(figure_site):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -74,9 +74,9 @@ def browser(site):
 
 
 @pytest.fixture
-def open_page(site, browser):
+def open_page(figure_site, figure_browser):
     """open_page(name, html_body) -> a loaded Playwright page; console errors are collected and checked."""
-    root, base = site
+    root, base = figure_site
     pages = []
 
     def _open(name: str, body: str):
@@ -84,7 +84,7 @@ def open_page(site, browser):
             '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>lmlab figure test</title>'
             '<link rel="icon" href="data:,"><script src="plotly.min.js"></script></head>'
             f"<body>{body}</body></html>", encoding="utf-8")
-        page = browser.new_page(viewport={"width": 1000, "height": 1000})
+        page = figure_browser.new_page(viewport={"width": 1000, "height": 1000})
         errors: list[str] = []
         blocked: list[str] = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -254,17 +254,17 @@ def test_every_book_figure_draws_its_traces(open_page):
     assert "bark" in heat_text  # the top tokens are written in the cells
 
 
-def test_widget_iframe_draws_without_the_page_defining_plotly(site, browser):
+def test_widget_iframe_draws_without_the_page_defining_plotly(figure_site, figure_browser):
     """The widgets' pattern: a full HTML document in an <iframe srcdoc> that loads plotly.js itself."""
     from lmlab import viz, widgets
 
-    root, base = site
+    root, base = figure_site
     logits, vocab = _logits()
     fig = viz.next_token_bars(viz.softmax(logits), vocab=vocab, k=5)
     frame = widgets.iframe_html(fig, plotlyjs=f"{base}/plotly.min.js")
     (root / "frame.html").write_text(f"<!DOCTYPE html><html><head><link rel='icon' href='data:,'></head>"
                                      f"<body>{frame}</body></html>", encoding="utf-8")
-    page = browser.new_page()
+    page = figure_browser.new_page()
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))

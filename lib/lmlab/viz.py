@@ -1061,10 +1061,11 @@ def logit_lens(top_probs: Any, top_tokens: Sequence[Sequence[str]], tokens: Sequ
 
 
 def _final_norm_and_unembed(model: Any) -> tuple[Callable, Callable]:
-    norm = next((getattr(model, n) for n in ("ln_final", "ln_f", "final_norm", "norm") if hasattr(model, n)), None)
-    head = next((getattr(model, n) for n in ("unembed", "lm_head", "head") if hasattr(model, n)), None)
-    if norm is None or head is None:
-        raise TypeError("model needs a final layer norm (ln_final / ln_f) and an unembedding (unembed / lm_head) "
+    # ``ln_f`` first: lmlab's Transformer also has ``ln_final``, but that is an identity hook point
+    norm = next((getattr(model, n) for n in ("ln_f", "final_norm", "norm") if hasattr(model, n)), None)
+    head = next((getattr(model, n) for n in ("lm_head", "unembed", "head") if hasattr(model, n)), None)
+    if not callable(norm) or not callable(head):
+        raise TypeError("model needs a final layer norm (ln_f) and an unembedding (lm_head) "
                         "for the logit lens; compute the probabilities yourself and call logit_lens(...)")
     return norm, head
 
