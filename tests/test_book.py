@@ -4,6 +4,7 @@ _static; the Colab buttons are right; and a failing cell or a warning makes a bu
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from html.parser import HTMLParser
@@ -274,3 +275,19 @@ def test_build_gates(tmp_path: Path, case: str, cell: str, markdown: str, fails_
     else:
         assert built.returncode != 0, f"{case}: the build should fail but exited 0:\n{built.tail()}"
         assert fails_with in built.clean_log, built.tail()
+
+
+def test_book_renderer_writes_figures_without_plotly_js_or_cdn_scripts():
+    """lmlab's build-mode plotly renderer: a div and a Plotly.newPlot call, no <script src>, no CDN."""
+    import subprocess
+    import sys
+
+    code = ("import lmlab, plotly.io as pio, plotly.graph_objects as go\n"
+            "assert pio.renderers.default == 'lmlab_book', pio.renderers.default\n"
+            "fig = go.Figure(go.Bar(x=['a', 'b'], y=[1, 2]))\n"
+            "print(pio.renderers['lmlab_book'].to_mimebundle(fig.to_dict())['text/html'])\n")
+    env = {**os.environ, "LMLAB_BOOK": "1"}
+    html = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert "Plotly.newPlot" in html and 'class="plotly-graph-div"' in html
+    assert not re.search(r"<script[^>]*\ssrc=", html), "the figure loads a script"
+    assert "cdn" not in html.lower() and "* plotly.js v" not in html and len(html) < 20_000
