@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("LMLAB_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync"]
 
@@ -143,10 +143,14 @@ def _click_slider_step(page, fig_selector: str, step: int):
     """Click the slider rail at the position of step ``step`` (as a reader would)."""
     ticks = page.query_selector_all(f"{fig_selector} .slider-container .slider-label-group")
     assert ticks, "the slider has no step labels"
+    label = ticks[step].text_content().strip()
     tick = ticks[step].bounding_box()
     rail = page.query_selector(f"{fig_selector} .slider-container .slider-rail-touch-rect").bounding_box()
     page.mouse.click(tick["x"] + tick["width"] / 2, rail["y"] + rail["height"] / 2)
-    page.wait_for_timeout(400)
+    page.wait_for_function(
+        "([sel, label]) => document.querySelector(sel + ' .slider-container text.slider-label')"
+        ".textContent.trim().endsWith(label)", arg=[fig_selector, label], timeout=10000)
+    page.wait_for_timeout(300)
 
 
 def _current_value(page, fig_selector: str) -> str:
@@ -203,7 +207,9 @@ def test_head_view_buttons_and_slider_change_the_lines(open_page):
     buttons = page.query_selector_all(f"{sel} .updatemenu-button")
     assert len(buttons) == 2
     buttons[1].click()
-    page.wait_for_timeout(400)
+    page.wait_for_function("sel => document.querySelector(sel + ' .gtitle').textContent.includes('layer 1')",
+                           arg=sel, timeout=10000)
+    page.wait_for_timeout(300)
     layer1 = _paths(page, lines)
     assert _title(page, sel) == "Head view: layer 1, head 0"
     assert layer1 != first and layer1 != head2
@@ -236,6 +242,7 @@ def test_every_book_figure_draws_its_traces(open_page):
         "nn": (viz.neighbors_bar(viz.nearest_neighbors(vectors, words, "v1", k=4), "v1"), ".trace.bars path"),
         "bars": (viz.next_token_bars(probs, vocab=vocab, true_probs=viz.softmax(logits * 0.8), k=6), ".trace.bars path"),
         "cut": (viz.cutoff_bars(probs, vocab, top_k=4, top_p=0.7), ".trace.bars path"),
+        "sampling": (viz.sampling_distribution(logits, vocab, temperature=0.7, top_p=0.8), ".trace.bars path"),
         "beam": (viz.beam_tree(viz.beam_expansions(dist, ["the"], steps=3)), ".scatterlayer .point"),
         "loss": (viz.loss_curves({"a": [3, 2, 1.5, 1.2], "b": [3, 2.5, 2, 1.8]}, entropy_floor=1.0), ".scatterlayer .js-line"),
         "lens": (viz.logit_lens(rng.random((3, seq)), [TOKENS[::-1]] * 3, TOKENS), ".heatmaplayer image"),
