@@ -191,6 +191,8 @@ WRONG = {
         (lambda x: torch.exp(x), ["returns exp(x) without dividing"]),
         (lambda x: torch.softmax(x, dim=-1).unsqueeze(0), ["wrong shape", "expected (3,), got (1, 3)"]),
         (lambda x: torch.softmax(x, dim=-1) * 0.9, ["do not sum to 1"]),
+        (lambda x: torch.exp(x - x.min(dim=-1, keepdim=True).values) /
+         torch.exp(x - x.min(dim=-1, keepdim=True).values).sum(dim=-1, keepdim=True), ["NaN or inf"]),
     ],
     "causal_mask": [
         (lambda n: torch.ones(n, n, dtype=torch.bool).triu(), ["transposed"]),

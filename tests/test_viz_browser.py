@@ -30,7 +30,7 @@ def _require_browser():
         missing = f"{CHROMIUM} is missing (apt-get install chromium)"
     else:
         try:
-            import playwright.sync_api  # noqa: F401
+            import playwright.sync_api  # noqa: F401 (only checks it is installed)
         except ImportError:
             missing = "playwright is not installed"
     if missing:

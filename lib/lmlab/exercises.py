@@ -249,8 +249,12 @@ def check_softmax(softmax: Callable) -> bool:
             _shape(got, x.shape, case, "softmax keeps the shape of its input.")
             want = torch.softmax(x.double(), dim=-1).numpy()
             if np.isnan(got).any() or np.isinf(got).any():
-                what = "overflows to inf, and inf / inf" if x.max() > 100 else "underflows to 0, and 0 / 0"
+                if torch.isinf(x).any():
+                    raise _Failure(f"on {case} your function returned NaN or inf: {_fmt(got)}. A -inf logit must "
+                                   "get probability 0.", "subtract each row's maximum (finite), not its minimum, "
+                                                         "and let exp(-inf) = 0 do the rest.")
                 if x.abs().max() > 100:
+                    what = "overflows to inf, and inf / inf" if x.max() > 100 else "underflows to 0, and 0 / 0"
                     raise _Failure(f"on {case} your function returned NaN or inf: exp of these logits {what} is NaN.",
                                    _SOFTMAX_HINT)
                 raise _Failure(f"on {case} your function returned NaN or inf: {_fmt(got)}.", _SOFTMAX_HINT)
@@ -298,8 +302,9 @@ def check_causal_mask(causal_mask: Callable) -> bool:
                                    "exercise wants booleans, True where attending is allowed.",
                                    "return torch.ones(n, n, dtype=torch.bool).tril().")
                 if np.isin(got, [0.0, 1.0]).all() and (got.astype(bool) == want).all():
-                    raise _Failure(f"the pattern is right but the values are numbers ({getattr(out, 'dtype', type(out).__name__)}), "
-                                   f"not booleans (on {case}).", "convert with .bool(), or build it with dtype=torch.bool.")
+                    kind = getattr(out, "dtype", type(out).__name__)
+                    raise _Failure(f"the pattern is right but the values are numbers ({kind}), not booleans "
+                                   f"(on {case}).", "convert with .bool(), or build it with dtype=torch.bool.")
                 raise _Failure(f"your function returned numbers, not True/False, on {case}: {_fmt(got)}.",
                                "return a bool tensor: torch.ones(n, n, dtype=torch.bool).tril().")
             if (got == want).all():
@@ -689,8 +694,9 @@ def check_sample(sample: Callable, n_draws: int = 3000) -> bool:
                 _, message, hint = candidates[best]
                 raise _Failure(f"{message} (on {case}).", hint)
             raise _Failure(f"on {case} your samples' frequencies {_fmt(freq, 2)} do not match "
-                           f"softmax(logits / T) = {_fmt(want, 2)}.", "probs = torch.softmax(logits / temperature, "
-                                                                      "dim=-1); return torch.multinomial(probs, 1).item().")
+                           f"softmax(logits / T) = {_fmt(want, 2)}.",
+                           "probs = torch.softmax(logits / temperature, dim=-1); "
+                           "return torch.multinomial(probs, 1).item().")
         return len(temperatures)
 
     return _run("sample", sample, body)

@@ -346,7 +346,8 @@ def attention_grid(patterns: Any, tokens: Sequence[str], *, layers: Sequence[int
     fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.02 + 0.04 / cols,
                         vertical_spacing=0.03 + 0.06 / rows,
                         subplot_titles=[f"L{l} H{h}" for l in layers for h in heads])
-    custom = np.dstack(np.broadcast_arrays(np.array(toks, dtype=object)[:, None], np.array(toks, dtype=object)[None, :]))
+    col = np.array(toks, dtype=object)
+    custom = np.dstack(np.broadcast_arrays(col[:, None], col[None, :]))
     for r, l in enumerate(layers):
         for c, h in enumerate(heads):
             fig.add_trace(go.Heatmap(
@@ -635,7 +636,8 @@ def next_token_bars(probs: Mapping[str, float] | Any, *, vocab: Sequence[str] | 
     return _finish(fig, alt, title if title is not None else f"Next-token probabilities{after}",
                    barmode="group", showlegend=truth is not None,
                    xaxis=dict(title=dict(text="next token"), type="category", tickangle=-30 if len(chosen) > 8 else 0),
-                   yaxis=dict(title=dict(text="probability"), range=[0, 1.05 * max(1e-9, max(score[t] for t in chosen))]))
+                   yaxis=dict(title=dict(text="probability"),
+                              range=[0, 1.05 * max(1e-9, max(score[t] for t in chosen))]))
 
 
 def _entropy(p: np.ndarray) -> float:
@@ -668,8 +670,8 @@ def temperature_explorer(logits: Mapping[str, float] | Any, vocab: Sequence[str]
         p = softmax(z, t)
         shown = p[order]
         head = title if title is not None else f"Temperature {t:g}{after}"
-        return [float(v) for v in shown], (f"{head}<br><sup>entropy {_entropy(p):.2f} nats; "
-                                           f"these {len(order)} tokens hold {100 * shown.sum():.0f}% of the probability</sup>")
+        return [float(v) for v in shown], (f"{head}<br><sup>entropy {_entropy(p):.2f} nats; these {len(order)} "
+                                           f"tokens hold {100 * shown.sum():.0f}% of the probability</sup>")
 
     states = [state(t) for t in temps]
     y0, t0 = states[active]
@@ -819,8 +821,9 @@ def cutoff_bars(probs: Mapping[str, float] | Any, vocab: Sequence[str] | None = 
            f"line: {'; '.join(notes)}. Kept tokens: {_short_list([toks[i] for i in order if keep[i]], 10)}.")
     return _finish(fig, alt, title if title is not None else f"Which tokens survive{after}: {'; '.join(notes)}",
                    barmode="overlay", legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"),
-                   margin=dict(t=100), xaxis=_token_axis([toks[i] for i in order], title=dict(text="next token, most probable first"),
-                                                         tickangle=-45 if n > 10 else 0),
+                   margin=dict(t=100),
+                   xaxis=_token_axis([toks[i] for i in order], title=dict(text="next token, most probable first"),
+                                     tickangle=-45 if n > 10 else 0),
                    yaxis=dict(title=dict(text="probability"), range=[0, 1.08]))
 
 
@@ -1123,7 +1126,8 @@ def ablation_effect(deltas: Any, *, target: str | None = None, context: str | No
     return _finish(fig, alt, title if title is not None else f"What each head contributes to {what}{after}",
                    width=min(WIDTH, 120 + 70 * n_heads + 120), height=max(300, 55 * n_layers + 170),
                    xaxis=dict(title=dict(text="head"), tickmode="array", tickvals=list(range(n_heads)), showgrid=False),
-                   yaxis=dict(title=dict(text="layer"), tickmode="array", tickvals=list(range(n_layers)), showgrid=False))
+                   yaxis=dict(title=dict(text="layer"), tickmode="array", tickvals=list(range(n_layers)),
+                              showgrid=False))
 
 
 def head_ablation_effects(model: Any, idx: Any, position: int, target: int) -> np.ndarray:
