@@ -291,3 +291,30 @@ def test_book_renderer_writes_figures_without_plotly_js_or_cdn_scripts():
     assert "Plotly.newPlot" in html and 'class="plotly-graph-div"' in html
     assert not re.search(r"<script[^>]*\ssrc=", html), "the figure loads a script"
     assert "cdn" not in html.lower() and "* plotly.js v" not in html and len(html) < 20_000
+
+
+# The lecture's reference list (../shared/seed/), with the DOI or URL the slides give (None: none given).
+LECTURE_REFERENCES = {
+    "bahdanau2015": ("https://arxiv.org/pdf/1409.0473", "url"),
+    "clark2019": ("10.18653/v1/W19-4828", "doi"),
+    "dong2021": ("https://proceedings.mlr.press/v139/dong21a.html", "url"),
+    "frankle2018": ("https://openreview.net/forum?id=rJl-b3RcF7", "url"),
+    "geva2022": ("https://aclanthology.org/2022.emnlp-main.3", "url"),
+    "perez2021": (None, None),
+    "rogers2020": ("10.1162/tacl_a_00349", "doi"),
+    "shazeer2020": ("10.48550/arXiv.2002.05202", "doi"),
+    "vaswani2017": ("https://papers.nips.cc/paper/2017/hash/3f5ee243547dee91fbd053c1c4a845aa-Abstract.html", "url"),
+}
+
+
+def test_references_hold_the_lecture_list():
+    from pybtex.database import parse_file
+
+    entries = parse_file(str(ROOT / "references.bib")).entries
+    for key, (value, field) in LECTURE_REFERENCES.items():
+        assert key in entries, f"references.bib lacks the lecture's reference {key}"
+        fields = entries[key].fields
+        if field:
+            assert fields.get(field) == value, f"{key}: {field} should be {value}, got {fields.get(field)}"
+        else:
+            assert "doi" not in fields and "url" not in fields, f"{key}: the lecture gives no DOI or URL"
