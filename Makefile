@@ -27,9 +27,10 @@ $(VENV)/.installed: requirements.txt lib/pyproject.toml
 	$(BIN)/python -m pip install -r requirements.txt -e lib
 	@touch $@
 
-# Clear jupyter-cache's executed notebooks when lmlab or the environment changed since the last build.
+# When lmlab or the environment changed since the last build, forget the executed notebooks
+# (jupyter-cache) and Sphinx's record of what it read, so every notebook is executed again.
 $(BUILD)/.lmlab-stamp: $(VENV)/.installed $(LMLAB_SOURCES)
-	@rm -rf $(BUILD)/.jupyter_cache
+	@rm -rf $(BUILD)/.jupyter_cache $(BUILD)/.doctrees
 	@mkdir -p $(BUILD) && touch $@
 
 # LMLAB_BOOK=1 is lmlab's build mode. The lmlab cache is a fresh temporary folder unless LMLAB_CACHE
