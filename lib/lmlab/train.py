@@ -280,17 +280,18 @@ class _LivePlot:
 # --- batches and losses ----------------------------------------------------------------------------
 
 def _as_ids(data: Any, name: str) -> torch.Tensor:
+    """A 1-D stream ``(N,)`` or 2-D rows ``(rows, seq)`` of token ids as a CPU LongTensor."""
     if isinstance(data, torch.Tensor):
         ids = data
     else:
         try:
             ids = torch.as_tensor(data)
         except (TypeError, ValueError, RuntimeError) as err:
-            raise TypeError(f"{name} must be a 1-D sequence of token ids (list, array or LongTensor), "
+            raise TypeError(f"{name} must be token ids: a 1-D stream or 2-D rows (list, array or LongTensor), "
                             f"got {type(data).__name__}") from err
-    if ids.dim() != 1 or ids.dtype in (torch.float16, torch.float32, torch.float64, torch.bool):
-        raise TypeError(f"{name} must be a 1-D sequence of integer token ids, got shape "
-                        f"{tuple(ids.shape)} and dtype {ids.dtype}")
+    if ids.dim() not in (1, 2) or ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.numel() == 0:
+        raise TypeError(f"{name} must be integer token ids, a 1-D stream (N,) or 2-D rows (rows, seq), got "
+                        f"shape {tuple(ids.shape)} and dtype {ids.dtype}")
     return ids.long().cpu()
 
 
@@ -305,10 +306,16 @@ def _model_vocab_and_context(model: nn.Module) -> tuple[int, int]:
 
 
 class _Batches:
-    """Random training windows from a flat id stream, drawn with one seeded generator.
+    """Training batches drawn with one seeded generator, from a stream or from rows.
 
-    ``"next"``: ``lmlab.data.next_token_batch``; ``"masked"``: random windows, then
-    ``lmlab.data.masked_batch`` (the 80/10/10 rule, targets -100 where nothing is masked).
+    * A 1-D stream ``(N,)``: random windows of ``context`` tokens (``"next"``:
+      ``lmlab.data.next_token_batch``; ``"masked"``: ``lmlab.data.random_windows`` then
+      ``lmlab.data.masked_batch``, the 80/10/10 rule).
+    * 2-D rows ``(rows, seq)``, e.g. sentence-aligned rows padded with ``tokenizer.pad_id``
+      (``lmlab.data.sentence_rows``): random rows. ``"next"`` predicts ``row[1:]`` from ``row[:-1]``
+      (so ``context = seq - 1``) and ignores targets that are padding; ``"masked"`` uses ``seq`` positions.
+
+    Targets are ``-100`` (ignored by the loss) where nothing is to be predicted.
     """
 
     def __init__(self, ids: torch.Tensor, objective: str, batch_size: int, context: int, mask_prob: float,
@@ -320,12 +327,33 @@ class _Batches:
         self.batch_size, self.context, self.mask_prob = batch_size, context, mask_prob
         self.tokenizer = tokenizer
         self.generator = generator
+        self.rows = ids.dim() == 2
+        if self.rows:
+            if tokenizer is None or getattr(tokenizer, "pad_id", None) is None:
+                raise ValueError("training on rows (a 2-D tensor) needs the tokenizer, for its pad_id: pass "
+                                 "tokenizer=... to train()")
+            self.pad_id = int(tokenizer.pad_id)
+            return
         need = context + 1 if objective == "next" else context
         if len(ids) < need:
             raise ValueError(f"the data hold {len(ids)} tokens, fewer than one window of {need}: "
                              f"pass more data or a smaller context")
 
+    @staticmethod
+    def context_of(ids: torch.Tensor, objective: str) -> int | None:
+        """The context rows imply (None for a stream)."""
+        if ids.dim() != 2:
+            return None
+        return ids.size(1) - 1 if objective == "next" else ids.size(1)
+
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.rows:
+            pick = torch.randint(0, self.ids.size(0), (self.batch_size,), generator=self.generator)
+            rows = self.ids[pick]
+            if self.objective == "next":
+                x, y = rows[:, :-1], rows[:, 1:]
+                return x, y.masked_fill(y == self.pad_id, -100)
+            return self.data.masked_batch(rows, self.tokenizer, self.mask_prob, self.generator)
         if self.objective == "next":
             return self.data.next_token_batch(self.ids, self.batch_size, self.context, self.generator)
         rows = self.data.random_windows(self.ids, self.batch_size, self.context, self.generator)
@@ -442,7 +470,9 @@ def train(model: nn.Module, train_data: Sequence[int] | torch.Tensor, val_data: 
 
     Args:
         model: an lmlab neural model (``forward(idx (batch, seq)) -> logits (batch, seq, vocab)``).
-        train_data, val_data: 1-D token ids (list, NumPy array or LongTensor); ``val_data`` may be None.
+        train_data, val_data: token ids (list, NumPy array or LongTensor): a 1-D stream ``(N,)`` (random
+            windows of ``context`` tokens) or 2-D rows ``(rows, seq)`` padded with ``tokenizer.pad_id``
+            (random rows; e.g. sentence-aligned rows). ``val_data`` may be None (no evaluation).
         config: a :class:`TrainConfig` (defaults if None).
         tokenizer: the model's lmlab tokenizer; needed for the masked objective (mask and special ids).
         checkpoint: a file to save the full training state to (every ``config.checkpoint_every`` steps
@@ -467,7 +497,16 @@ def train(model: nn.Module, train_data: Sequence[int] | torch.Tensor, val_data: 
         raise ValueError("objective 'masked' needs a masked model (causal=False); this model is causal")
     if objective == "next" and not causal:
         raise ValueError("objective 'next' needs a causal model; this model is masked (causal=False)")
-    context = config.context or model_context
+    train_ids = _as_ids(train_data, "train_data")
+    val_ids = _as_ids(val_data, "val_data") if val_data is not None else None
+    row_context = _Batches.context_of(train_ids, objective)
+    if row_context is not None:
+        if config.context is not None and config.context != row_context:
+            raise ValueError(f"config.context={config.context} but the training rows give context {row_context}; "
+                             "leave context=None when training on rows")
+        if val_ids is not None and val_ids.dim() == 2 and _Batches.context_of(val_ids, objective) != row_context:
+            raise ValueError(f"val_data rows have {val_ids.size(1)} columns, train_data rows {train_ids.size(1)}")
+    context = row_context or config.context or model_context
     if context > model_context:
         raise ValueError(f"context {context} exceeds the model's context_length {model_context}")
     if resume and checkpoint is None:
@@ -476,8 +515,6 @@ def train(model: nn.Module, train_data: Sequence[int] | torch.Tensor, val_data: 
     device = env.device(config.device)
     model.to(device)
     model.train()
-    train_ids = _as_ids(train_data, "train_data")
-    val_ids = _as_ids(val_data, "val_data") if val_data is not None else None
     if objective == "masked" and getattr(tokenizer, "mask_id", None) is None:
         raise ValueError("the masked objective needs the model's tokenizer (for its mask and special ids): "
                          "pass tokenizer=... to train()")

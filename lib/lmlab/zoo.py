@@ -54,6 +54,9 @@ class ZooSpec:
     tokenizer); ``train``: :class:`~lmlab.train.TrainConfig` fields. The training stream is
     ``train_sentences`` sentences of the toy language (``variant``) drawn with ``data_seed``, the
     validation stream ``val_sentences`` more with ``data_seed + 1``; ``seed`` seeds the initial weights.
+    ``layout="stream"`` trains on random windows of the running text; ``"sentences"`` on rows that start
+    with ``"."`` and hold whole sentences (packed, padded), so every predicted token sees its whole
+    sentence, as in the evaluation.
     """
 
     name: str
@@ -66,10 +69,13 @@ class ZooSpec:
     val_sentences: int = 500
     data_seed: int = 1000
     seed: int = 0
+    layout: str = "stream"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or "/" in self.name or os.sep in self.name:
             raise ValueError(f"name must be a non-empty string without '/', got {self.name!r}")
+        if self.layout not in ("stream", "sentences"):
+            raise ValueError(f"layout must be 'stream' or 'sentences', got {self.layout!r}")
         if self.tokenizer not in ("word", "char"):
             raise ValueError(f"tokenizer must be 'word' or 'char', got {self.tokenizer!r}")
         for name in ("train_sentences", "val_sentences"):
@@ -222,8 +228,18 @@ def _train(spec: ZooSpec, lang: Any, tokenizer: Any, device: str | None, verbose
     from .train import TrainConfig, train
 
     t0 = time.perf_counter()
-    train_ids = data.stream_ids(lang.sentences(spec.train_sentences, seed=spec.data_seed), tokenizer)
+    train_sents = lang.sentences(spec.train_sentences, seed=spec.data_seed)
     val_ids = data.stream_ids(lang.sentences(spec.val_sentences, seed=spec.data_seed + 1), tokenizer)
+    if spec.layout == "sentences":
+        width = spec.train.get("context") or spec.model.get("context_length", 64)
+        if spec.model.get("causal", True):  # "." + whole sentences: every target sees its whole sentence
+            rows = data.sentence_rows(train_sents, tokenizer, max_len=width)
+            first = torch.full((rows.size(0), 1), tokenizer.token_to_id("."), dtype=torch.long)
+            train_ids = torch.cat([first, rows], dim=1)
+        else:
+            train_ids = data.sentence_rows(train_sents, tokenizer, max_len=width)
+    else:
+        train_ids = data.stream_ids(train_sents, tokenizer)
     data_seconds = time.perf_counter() - t0
     env.seed_everything(spec.seed)
     model = _build_model(spec, tokenizer.vocab_size)
