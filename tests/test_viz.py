@@ -69,7 +69,8 @@ def test_house_template_is_registered_and_default():
     layout = pio.templates["lmlab"].layout
     assert list(layout.colorway[:4]) == ["#0072B2", "#E69F00", "#009E73", "#D55E00"]  # Okabe-Ito
     assert layout.paper_bgcolor == "#ffffff" and layout.plot_bgcolor == "#ffffff"  # readable in dark mode too
-    assert layout.font.color == viz.TEXT and layout.width == viz.WIDTH
+    assert layout.font.color == viz.TEXT
+    assert layout.width is None and layout.autosize  # figures fill the column (book) or the cell (Colab)
     assert layout.colorscale.sequential[0][1].lower() == "#440154"  # viridis starts dark purple
 
 

@@ -206,6 +206,12 @@ def _register_book_renderer() -> None:
                 default_height=525,
                 validate=False,
             )
+            alt = ((fig_dict.get("layout") or {}).get("meta") or {}).get("alt")
+            if isinstance(alt, str) and alt:
+                import html as _html
+
+                html = (f'<div class="lmlab-figure" role="figure" aria-label="{_html.escape(alt, quote=True)}">'
+                        f"{html}</div>")
             return {"text/html": html}
 
     pio.renderers[BOOK_RENDERER] = BookRenderer()

@@ -54,7 +54,7 @@ __all__ = [
 # --- the house template --------------------------------------------------------------------------
 
 TEMPLATE = "lmlab"
-WIDTH = 720
+WIDTH = 680  # the book column is about 690 px wide at a 1280 px window
 HEIGHT = 440
 
 #: Okabe & Ito's colour-blind-safe palette.
@@ -81,7 +81,8 @@ def _build_template() -> go.layout.Template:
         colorway=COLORWAY,
         font=dict(family=FONT, size=14, color=TEXT),
         paper_bgcolor="#ffffff", plot_bgcolor="#ffffff",
-        width=WIDTH, height=HEIGHT, margin=dict(l=70, r=30, t=70, b=60),
+        # no fixed width: figures fill the book's column (and Colab's cell) and resize with it
+        autosize=True, height=HEIGHT, margin=dict(l=70, r=30, t=70, b=60),
         title=dict(x=0.02, xanchor="left", font=dict(size=17)),
         xaxis=axis, yaxis=axis,
         colorscale=dict(sequential=SEQUENTIAL, sequentialminus=SEQUENTIAL, diverging=DIVERGING),
@@ -322,7 +323,7 @@ def attention_heatmap(pattern: Any, tokens: Sequence[str], *, query_tokens: Sequ
         zmin=0, zmax=1, colorscale=SEQUENTIAL, colorbar=dict(title=dict(text="weight")),
         hovertemplate="query %{y} <b>%{customdata[0]}</b><br>key %{x} <b>%{customdata[1]}</b>"
                       "<br>weight %{z:.3f}<extra></extra>"))
-    size = max(360, min(WIDTH, 36 * len(keys) + 200))
+    size = max(360, min(WIDTH - 80, 36 * len(keys) + 200))
     strongest = [f"{queries[i]} → {keys[int(z[i].argmax())]}" for i in range(len(queries))]
     alt = (f"Heatmap of attention weights{' in ' + which if which else ''} for the {len(queries)} tokens "
            f"'{' '.join(queries)}'. Each row is a token attending; its strongest key: {_short_list(strongest, 8)}.")
