@@ -1,0 +1,222 @@
+"""Slide decks from the chapters: reveal.js via nbconvert, every asset served locally.
+
+    python tools/slides.py mark [NOTEBOOK ...]     # give cells without slide metadata a slide type
+    python tools/slides.py check                   # every chapter cell has slide metadata (exit 1 if not)
+    python tools/slides.py build [--executed DIR] [--out DIR]
+
+``build`` turns the *executed* chapters of the last book build (``_build/jupyter_execute`` by default,
+so figures are the book's own, interactive) into ``_build/html/slides/NN-name.html`` and copies the
+assets beside them into ``_assets/``: reveal.js from ``slides/node_modules`` (pinned in
+``slides/package.json``; ``npm ci --prefix slides`` installs it, ``make venv`` does that), plotly.js
+from the plotly package and MathJax from the ``sphinx-mathjax-offline`` package. A lecturer can
+present from that folder with no network (open the HTML file, or serve the folder).
+
+Which cells become slides is cell metadata (``metadata.slideshow.slide_type``, as in Jupyter's own
+"Slide Type" menu): ``slide``, ``subslide`` (a vertical slide), ``fragment`` (appears on the next
+click), ``-`` (continues the current slide), ``skip`` or ``notes`` (speaker notes). ``mark`` fills in
+cells that have none, by these rules, and never changes a type someone chose:
+
+* the setup cell and other ``remove-cell`` cells, stubs, checkers and solutions: ``skip``;
+* a markdown cell starting with a ``#``/``##`` heading: ``slide``; with ``###``: ``subslide``;
+* a code cell: ``subslide`` (its output, often a figure, gets a slide of its own);
+* "Try it" admonitions and "What to notice" paragraphs: ``fragment``;
+* the aside for philosophers and cognitive scientists: ``subslide``;
+* any other markdown: ``-``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import nbtools  # noqa: E402
+
+SLIDE_TYPES = {"slide", "subslide", "fragment", "-", "skip", "notes"}
+TEMPLATE_DIR = ROOT / "slides" / "template"
+REVEAL_DIR = ROOT / "slides" / "node_modules" / "reveal.js"
+
+
+def chapter_notebooks(root: Path = ROOT) -> list[Path]:
+    """The chapters listed in ``_toc.yml`` (notebooks under ``chapters/``), in reading order."""
+    return [p for p in nbtools.course_notebooks(root) if p.parent.name == "chapters"]
+
+
+def _source(cell: dict) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def slide_types(nb: dict) -> list[str]:
+    """The slide type the rules give each cell of a chapter notebook (see the module docstring)."""
+    types: list[str] = []
+    in_solution = in_exercises = False
+    for cell in nb["cells"]:
+        src = _source(cell).lstrip()
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        if cell["cell_type"] == "markdown":
+            if src.startswith("## ") or src.startswith("# "):
+                in_exercises = src.lower().startswith("## exercises")
+        if "{solution-start}" in src:
+            in_solution = True
+        if "remove-cell" in tags or in_solution:
+            kind = "skip"
+        elif cell["cell_type"] == "code":
+            kind = "skip" if in_exercises else "subslide"
+        elif re.match(r"#{1,2} ", src):
+            kind = "slide"
+        elif src.startswith("### "):
+            kind = "subslide"
+        elif "{exercise}" in src:
+            kind = "subslide"
+        elif "Try it" in src.split("\n", 2)[0] or src.startswith("What to notice"):
+            kind = "fragment"
+        elif "philosophers and cognitive scientists" in src.split("\n", 2)[0]:
+            kind = "subslide"
+        else:
+            kind = "-"
+        if "{solution-end}" in src:
+            in_solution = False
+        types.append(kind)
+    return types
+
+
+def mark(path: Path, force: bool = False) -> int:
+    """Write slide types into a notebook's cells that have none (all cells with ``force``); returns
+    how many cells changed."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    changed = 0
+    for cell, kind in zip(nb["cells"], slide_types(nb)):
+        meta = cell.setdefault("metadata", {})
+        current = meta.get("slideshow", {}).get("slide_type")
+        if current in SLIDE_TYPES and not force:
+            continue
+        if current != kind:
+            meta["slideshow"] = {"slide_type": kind}
+            changed += 1
+    if changed:
+        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return changed
+
+
+def problems(path: Path) -> list[str]:
+    """Cells without a valid slide type, and decks that would have no slide at all."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    out = []
+    kinds = []
+    for i, cell in enumerate(nb["cells"]):
+        kind = cell.get("metadata", {}).get("slideshow", {}).get("slide_type")
+        kinds.append(kind)
+        if kind not in SLIDE_TYPES:
+            out.append(f"{path.name}: cell {i} has no slide type (run `python tools/slides.py mark`)")
+    if "slide" not in kinds:
+        out.append(f"{path.name}: no cell starts a slide")
+    return out
+
+
+def _mathjax_dir() -> Path:
+    dist = metadata.distribution("sphinx-mathjax-offline")
+    for f in dist.files or []:
+        if str(f).endswith("static/mathjax/tex-chtml.js"):
+            return Path(dist.locate_file(f)).parent
+    raise FileNotFoundError("MathJax files of the sphinx-mathjax-offline package not found: pip install -r requirements.txt")
+
+
+def copy_assets(out: Path) -> Path:
+    """Copy reveal.js, plotly.js and MathJax into ``out/_assets``; returns that folder."""
+    import plotly
+
+    if not (REVEAL_DIR / "dist" / "reveal.js").exists():
+        raise FileNotFoundError(f"reveal.js is not installed in {REVEAL_DIR}: run `npm ci --prefix slides` "
+                                "(make venv does it)")
+    assets = out / "_assets"
+    if assets.exists():
+        shutil.rmtree(assets)
+    assets.mkdir(parents=True)
+    shutil.copytree(REVEAL_DIR / "dist", assets / "reveal.js" / "dist")
+    shutil.copytree(REVEAL_DIR / "plugin" / "notes", assets / "reveal.js" / "plugin" / "notes")
+    shutil.copy(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", assets / "plotly.min.js")
+    shutil.copytree(_mathjax_dir(), assets / "mathjax")
+    return assets
+
+
+def build_deck(executed: Path, out_file: Path) -> int:
+    """One executed chapter to one reveal.js deck; returns the number of top-level slides."""
+    import nbformat
+    from nbconvert import SlidesExporter
+    from nbconvert.preprocessors import TagRemovePreprocessor
+    from traitlets.config import Config
+
+    nb = nbformat.read(executed, as_version=4)
+    cfg = Config()
+    cfg.TagRemovePreprocessor.enabled = True
+    cfg.TagRemovePreprocessor.remove_cell_tags = {"remove-cell"}
+    cfg.TagRemovePreprocessor.remove_input_tags = {"remove-input", "hide-input"}
+    cfg.TagRemovePreprocessor.remove_all_outputs_tags = {"remove-output"}
+    cfg.SlidesExporter.reveal_url_prefix = "_assets/reveal.js"
+    cfg.SlidesExporter.reveal_theme = "white"   # its fonts ship with reveal.js (no font CDN)
+    cfg.SlidesExporter.reveal_transition = "slide"
+    cfg.SlidesExporter.reveal_number = "c/t"
+    cfg.SlidesExporter.reveal_scroll = True
+    exporter = SlidesExporter(config=cfg, extra_template_basedirs=[str(TEMPLATE_DIR)],
+                              template_name="lmlab-reveal")
+    exporter.register_preprocessor(TagRemovePreprocessor(config=cfg), enabled=True)
+    title = next((_source(c).lstrip("# ").split("\n", 1)[0] for c in nb.cells
+                  if c.cell_type == "markdown" and _source(c).startswith("# ")), executed.stem)
+    nb.metadata["title"] = title
+    body, _ = exporter.from_notebook_node(nb)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(body, encoding="utf-8")
+    return body.count('<section>\n<section>') or body.count("<section")
+
+
+def build(executed_dir: Path, out: Path) -> list[Path]:
+    """Every chapter's deck into ``out``; returns the deck files."""
+    copy_assets(out)
+    decks = []
+    for nb_path in chapter_notebooks():
+        rel = nb_path.relative_to(ROOT)
+        executed = executed_dir / rel
+        if not executed.exists():
+            raise FileNotFoundError(f"{executed} does not exist: build the book first (make book), or pass "
+                                    "--executed with the folder of executed notebooks")
+        deck = out / (nb_path.stem + ".html")
+        build_deck(executed, deck)
+        decks.append(deck)
+    return decks
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_mark = sub.add_parser("mark", help="give cells without slide metadata a slide type")
+    p_mark.add_argument("notebooks", nargs="*", type=Path)
+    p_mark.add_argument("--force", action="store_true", help="recompute every cell's type from the rules")
+    sub.add_parser("check", help="every chapter cell has slide metadata")
+    p_build = sub.add_parser("build", help="build the decks from executed chapters")
+    p_build.add_argument("--executed", type=Path, default=ROOT / "_build" / "jupyter_execute")
+    p_build.add_argument("--out", type=Path, default=ROOT / "_build" / "html" / "slides")
+    args = parser.parse_args(argv)
+
+    if args.command == "mark":
+        for path in args.notebooks or chapter_notebooks():
+            print(f"{path}: {mark(Path(path), force=args.force)} cells marked")
+        return 0
+    if args.command == "check":
+        found = [p for nb in chapter_notebooks() for p in problems(nb)]
+        print("\n".join(found) or "every chapter cell has a slide type")
+        return 1 if found else 0
+    decks = build(args.executed, args.out)
+    for deck in decks:
+        print(f"wrote {deck}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
