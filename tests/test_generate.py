@@ -200,6 +200,18 @@ def test_wide_beam_equals_exhaustive_search(seed):
     assert narrow.logprob <= truth[0][0] + 1e-6
 
 
+def test_beam_search_with_and_without_cache_agree():
+    model = tiny_model(vocab=8, context=10, init_std=1.0)
+    for stop in (None, 0):
+        a = G.beam_search(model, [1, 2], num_beams=3, max_new_tokens=12, stop_at=stop, use_cache=True)
+        b = G.beam_search(model, [1, 2], num_beams=3, max_new_tokens=12, stop_at=stop, use_cache=False)
+        assert [x.ids for x in a] == [y.ids for y in b]  # 12 new tokens run past the context of 10
+        np.testing.assert_allclose([x.logprob for x in a], [y.logprob for y in b], atol=1e-4)
+    with G.count_positions(model) as c:
+        G.beam_search(model, [1, 2], num_beams=3, max_new_tokens=5)
+    assert c.positions == 2 + 4 * 3  # the prompt once, then one position per beam per step
+
+
 def test_beam_search_stops_at_the_stop_token():
     model = tiny_model(vocab=6, init_std=1.0)
     beams = G.beam_search(model, [1], num_beams=3, max_new_tokens=6, stop_at=0)

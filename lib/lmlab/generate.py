@@ -461,8 +461,9 @@ def beam_search(model: nn.Module, prompt: Any, num_beams: int = 4, max_new_token
     or once ``num_beams`` hypotheses are finished and no open one can still beat them. Returns up to
     ``num_beams`` :class:`Beam`\\ s, best first (finished ones and, if too few, the open ones).
     ``length_penalty`` (>= 0) ranks by ``logprob / new_tokens ** length_penalty``; 0 ranks by
-    log-probability (with one beam the search is then greedy decoding). ``use_cache`` is accepted for
-    symmetry with :func:`generate`; beams are recomputed each step.
+    log-probability (with one beam the search is then greedy decoding). With ``use_cache`` our
+    Transformer keeps one key-value cache row per beam (reordered as beams survive); hub models and
+    ``use_cache=False`` recompute the beams every step.
     """
     if not _is_causal(model):
         raise TypeError("beam_search needs a causal (next-word) model")
@@ -483,9 +484,21 @@ def beam_search(model: nn.Module, prompt: Any, num_beams: int = 4, max_new_token
     seqs = idx                                        # (beams, seq)
     logps = torch.zeros(1, device=device)             # (beams,)
     finished: list[Beam] = []
+    cache = None
     with _eval_mode(model):
+        if use_cache and not _is_hub(model) and _supports_cache(model) and idx.size(1) < context:
+            cache = model.new_kv_cache()
+            logits = _logits(model, idx, cache)[0][:, -1].float()
+        else:
+            logits = _logits(model, idx[:, -context:])[0][:, -1].float()
         for step in range(max_new_tokens):
-            logits = _logits(model, seqs[:, -context:])[0][:, -1].float()
+            if step > 0:  # the logits after the tokens chosen in the previous step
+                if cache is not None and seqs.size(1) <= context:
+                    cache.reorder(rows)
+                    logits = _logits(model, tokens[:, None], cache)[0][:, -1].float()
+                else:
+                    cache = None
+                    logits = _logits(model, seqs[:, -context:])[0][:, -1].float()
             cand = (logps[:, None] + torch.log_softmax(logits, dim=-1)).reshape(-1)  # (beams * vocab,)
             vocab = logits.size(-1)
             k = min(cand.numel(), 2 * num_beams)
