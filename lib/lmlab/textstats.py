@@ -1,0 +1,813 @@
+"""Statistics of decoding and of generated text, measured against the toy language's exact answers.
+
+Chapter 4 asks what a decoding strategy does to the distribution a model samples from, and to the text
+that comes out. Because the toy language (:mod:`lmlab.corpus`) knows the true probability of every
+next word and of every sentence, each effect is a number:
+
+* **per step**, on the prefixes of held-out sentences: how far the strategy's next-word distribution is
+  from the true one (:func:`total_variation`, :func:`kl_divergence`), how much probability it puts on
+  words the language never allows there (:func:`impossible_mass`) and how much of the true distribution
+  it can no longer produce (:func:`cut_mass`): :func:`step_stats`, from :func:`next_token_pairs`;
+* **per sample**, on generated sentences: diversity (:func:`distinct_n`, distinct sentences), how many are
+  sentences of the language at all and how probable they are (:func:`exact_logprobs`), and, on long
+  generations, how much a text repeats itself (:func:`repetition_rate`): :func:`sample_stats`;
+* both together for a list of strategies: :func:`compare_strategies`, returning two :class:`Table`\\ s;
+* next-word versus masked prediction for the same slot: :func:`slot_comparison` and :func:`slot_figure`.
+
+Distributions are ``dict[str, float]`` or arrays ``(..., vocab)``; texts are strings of words
+separated by single spaces (``". the dog barks ."``) or lists of words.
+
+The module also holds the checker of the chapter's beam-search exercise, :func:`check_beam_search`,
+written like those of :mod:`lmlab.exercises`.
+"""
+from __future__ import annotations
+
+import html
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from . import generate as gen
+from . import viz
+from .exercises import _call, _Failure, _run
+
+__all__ = [
+    "total_variation", "kl_divergence", "empirical_distribution", "impossible_mass", "cut_mass",
+    "split_sentences", "ngrams", "distinct_n", "repetition_rate", "exact_logprobs",
+    "SampleStats", "sample_stats", "StepStats", "strategy_distribution", "step_stats", "next_token_pairs",
+    "Table", "Comparison", "DEFAULT_STRATEGIES", "compare_strategies", "tradeoff_figure",
+    "SlotResult", "slot_comparison", "slot_figure", "check_beam_search", "beam_search_reference",
+]
+
+EOS = "."
+
+
+# --- distributions --------------------------------------------------------------------------------
+
+def _pair(p: Any, q: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Two distributions as float arrays over the same support ``(..., vocab)``.
+
+    Dicts are aligned on the union of their keys (a missing key has probability 0)."""
+    if isinstance(p, Mapping) or isinstance(q, Mapping):
+        if not (isinstance(p, Mapping) and isinstance(q, Mapping)):
+            raise TypeError("pass two dicts (word -> probability) or two arrays of the same shape, "
+                            f"got {type(p).__name__} and {type(q).__name__}")
+        keys = list(dict.fromkeys([*p, *q]))
+        a = np.array([float(p.get(k, 0.0)) for k in keys])
+        b = np.array([float(q.get(k, 0.0)) for k in keys])
+    else:
+        a = (p.detach().cpu().double().numpy() if isinstance(p, torch.Tensor) else np.asarray(p, dtype=float))
+        b = (q.detach().cpu().double().numpy() if isinstance(q, torch.Tensor) else np.asarray(q, dtype=float))
+        if a.shape != b.shape or a.ndim == 0:
+            raise ValueError(f"the two distributions must have the same shape (..., vocab), got {a.shape} and {b.shape}")
+    for name, x in (("p", a), ("q", b)):
+        if not np.isfinite(x).all() or (x < -1e-9).any():
+            raise ValueError(f"{name} must hold probabilities (finite, >= 0)")
+        total = x.sum(axis=-1)
+        if np.any(np.abs(total - 1) > 1e-3):
+            raise ValueError(f"{name} must sum to 1 over its last axis, sums to {np.round(total, 4).tolist()}")
+    return np.clip(a, 0, None), np.clip(b, 0, None)
+
+
+def total_variation(p: Any, q: Any) -> float | np.ndarray:
+    """Total variation distance ``0.5 * sum |p - q|`` (0: identical, 1: disjoint supports).
+
+    ``p``, ``q``: dicts ``word -> probability`` or arrays ``(..., vocab)``; arrays give one distance per
+    row ``(...)``. It is the largest difference in probability the two give to any set of outcomes."""
+    a, b = _pair(p, q)
+    out = 0.5 * np.abs(a - b).sum(axis=-1)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def kl_divergence(p: Any, q: Any) -> float | np.ndarray:
+    """KL divergence ``KL(p || q) = sum p log(p / q)`` in nats, with ``0 log 0 = 0``.
+
+    Infinite where ``p`` gives probability to an outcome that ``q`` rules out: with ``p`` the truth and
+    ``q`` a truncated sampler (top-k, top-p, greedy), KL is infinite as soon as the sampler can never
+    produce something the language produces. Arrays ``(..., vocab)`` give one value per row."""
+    a, b = _pair(p, q)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(a > 0, a * (np.log(a) - np.log(b)), 0.0)
+    out = terms.sum(axis=-1)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def impossible_mass(probs: Any, true_probs: Any) -> float | np.ndarray:
+    """Probability ``probs`` puts on outcomes the truth rules out (``true_probs == 0``), per row."""
+    a, b = _pair(probs, true_probs)
+    out = np.where(b > 0, 0.0, a).sum(axis=-1)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def cut_mass(probs: Any, true_probs: Any) -> float | np.ndarray:
+    """True probability of the outcomes ``probs`` can never produce (``probs == 0``), per row."""
+    a, b = _pair(probs, true_probs)
+    out = np.where(a > 0, 0.0, b).sum(axis=-1)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def empirical_distribution(items: Sequence[Any]) -> dict[Any, float]:
+    """Relative frequencies of ``items`` (hashable; lists are turned into tuples), most frequent first."""
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+        raise TypeError(f"items must be a list of outcomes, got {type(items).__name__}")
+    if len(items) == 0:
+        raise ValueError("items is empty: pass at least one outcome")
+    counts = Counter(tuple(x) if isinstance(x, list) else x for x in items)
+    n = len(items)
+    return {k: c / n for k, c in sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))}
+
+
+# --- generated text ----------------------------------------------------------------------------------
+
+def _words(text: Any, name: str = "text") -> list[str]:
+    if isinstance(text, str):
+        return text.split()
+    if isinstance(text, (list, tuple)) and all(isinstance(w, str) for w in text):
+        return list(text)
+    raise TypeError(f"{name} must be a string of space-separated words or a list of words, got {text!r:.60}")
+
+
+def _texts(texts: Any) -> list[list[str]]:
+    """A list of texts (strings or word lists) as word lists; one string is one text."""
+    if isinstance(texts, str):
+        return [_words(texts)]
+    if not isinstance(texts, (list, tuple)):
+        raise TypeError(f"texts must be a list of texts (strings or lists of words), got {type(texts).__name__}")
+    return [_words(t, f"texts[{i}]") for i, t in enumerate(texts)]
+
+
+def split_sentences(text: Any) -> tuple[list[list[str]], list[str]]:
+    """Split a text at ``"."``: ``(complete sentences, unfinished tail)``.
+
+    Each complete sentence ends with ``"."``; empty ones (a leading ``"."``, as in ``". the dog barks ."``)
+    are dropped. ``split_sentences(". the dog barks . a cat")`` gives
+    ``([["the", "dog", "barks", "."]], ["a", "cat"])``."""
+    words = _words(text)
+    done, current = [], []
+    for w in words:
+        current.append(w)
+        if w == EOS:
+            if len(current) > 1:
+                done.append(current)
+            current = []
+    return done, current
+
+
+def ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    """The ``n``-grams of a word list, in order: ``len(words) - n + 1`` tuples (none if it is shorter)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    words = _words(words, "words")
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+def distinct_n(texts: Any, n: int = 2) -> float:
+    """Distinct-n: the number of different ``n``-grams divided by the number of ``n``-grams, pooled over
+    ``texts`` (n-grams do not cross from one text to the next). 1 means no n-gram occurs twice; a set of
+    identical texts scores about ``1 / len(texts)``."""
+    grams = [g for t in _texts(texts) for g in ngrams(t, n)]
+    if not grams:
+        raise ValueError(f"the texts hold no {n}-grams (every text is shorter than {n} words)")
+    return len(set(grams)) / len(grams)
+
+
+def repetition_rate(texts: Any, n: int = 4) -> float:
+    """Share of a text's ``n``-grams that repeat an ``n``-gram seen earlier in the same text, averaged
+    over ``texts`` (texts with no n-gram are skipped). 0: nothing repeats; near 1: a loop."""
+    rates = []
+    for t in _texts(texts):
+        grams = ngrams(t, n)
+        if grams:
+            rates.append(1 - len(set(grams)) / len(grams))
+    if not rates:
+        raise ValueError(f"the texts hold no {n}-grams (every text is shorter than {n} words)")
+    return float(np.mean(rates))
+
+
+def exact_logprobs(lang: Any, sentences: Sequence[Sequence[str]]) -> np.ndarray:
+    """Exact log-probability of each sentence under the toy language ``(n,)``; ``-inf`` for a word list
+    the grammar cannot produce (an ungrammatical or unfinished sentence)."""
+    out = np.empty(len(sentences))
+    for i, s in enumerate(sentences):
+        words = _words(s, f"sentences[{i}]")
+        if not words or words[-1] != EOS or EOS in words[:-1]:
+            out[i] = -math.inf
+            continue
+        try:
+            out[i] = lang.sentence_logprob(words)
+        except ValueError:
+            out[i] = -math.inf
+    return out
+
+
+@dataclass
+class SampleStats:
+    """What :func:`sample_stats` measures on a set of generated sentences.
+
+    ``grammatical``: share of samples that are complete sentences of the language (nonzero exact
+    probability); ``mean_logprob``: mean exact log-probability (nats) of those; ``distinct_sentences``:
+    how many different sentences; ``distinct_1``/``distinct_2``: :func:`distinct_n` over the samples;
+    ``mean_length``: words per sample (``"."`` counted)."""
+
+    n: int
+    distinct_sentences: int
+    distinct_1: float
+    distinct_2: float
+    grammatical: float
+    mean_logprob: float
+    mean_length: float
+
+
+def _first_sentence(text: Any) -> list[str]:
+    done, tail = split_sentences(text)
+    return done[0] if done else tail
+
+
+def sample_stats(lang: Any, texts: Sequence[Any]) -> SampleStats:
+    """Diversity and quality of generated samples, one sentence per text.
+
+    Each text's first sentence is scored (``". the dog barks ."`` -> ``the dog barks .``); a text without
+    a complete sentence counts as not grammatical."""
+    if isinstance(texts, str) or not isinstance(texts, Sequence) or len(texts) == 0:
+        raise ValueError("texts must be a non-empty list of generated texts")
+    sents = [_first_sentence(t) for t in texts]
+    lps = exact_logprobs(lang, sents)
+    ok = np.isfinite(lps)
+    nonempty = [s for s in sents if s]
+    return SampleStats(
+        n=len(sents),
+        distinct_sentences=len({tuple(s) for s in sents}),
+        distinct_1=distinct_n(nonempty, 1) if nonempty else 0.0,
+        distinct_2=distinct_n(nonempty, 2) if any(len(s) > 1 for s in nonempty) else 0.0,
+        grammatical=float(ok.mean()),
+        mean_logprob=float(lps[ok].mean()) if ok.any() else -math.inf,
+        mean_length=float(np.mean([len(s) for s in sents])),
+    )
+
+
+# --- per-step distributions ----------------------------------------------------------------------------
+
+def next_token_pairs(model: Any, tokenizer: Any, lang: Any, sentences: Sequence[Sequence[str]]) \
+        -> tuple[torch.Tensor, np.ndarray, list[list[str]]]:
+    """The model's next-word logits and the exact next-word distribution after every prefix of ``sentences``.
+
+    Each sentence is read as ``". w1 w2 ... ."``; its prefixes are ``[]``, ``[w1]``, ... (every word is
+    predicted once). Returns ``(logits (N, vocab), true_probs (N, vocab), prefixes)`` over the
+    tokenizer's vocabulary (special tokens get true probability 0). Sentences longer than the model's
+    context are skipped."""
+    if not getattr(model, "causal", True):
+        raise TypeError("next_token_pairs needs a causal (next-word) model")
+    if isinstance(sentences, str) or not sentences:
+        raise ValueError("sentences must be a non-empty list of sentences (lists of words)")
+    context = int(model.config.context_length)
+    vocab_ids = np.array([tokenizer.token_to_id(w) for w in lang.vocab])
+    rows, prefixes, truth = [], [], []
+    for s in sentences:
+        words = _words(s, "sentence")
+        if len(words) > context:
+            continue
+        rows.append(tokenizer.encode_tokens([EOS] + words[:-1]) if hasattr(tokenizer, "encode_tokens")
+                    else tokenizer.encode(" ".join([EOS] + words[:-1])))
+        for t in range(len(words)):
+            prefixes.append(words[:t])
+            full = np.zeros(tokenizer.vocab_size)
+            full[vocab_ids] = lang.next_token_probs(words[:t])
+            truth.append(full)
+    if not rows:
+        raise ValueError(f"every sentence is longer than the model's context ({context} tokens)")
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+    idx = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        logits = model(idx).float()
+    model.train(was_training)
+    out = torch.cat([logits[i, :len(r)] for i, r in enumerate(rows)])  # causal: padding on the right is unseen
+    return out, np.stack(truth), prefixes
+
+
+def strategy_distribution(logits: torch.Tensor, strategy: str = "sample", temperature: float = 1.0,
+                          top_k: int | None = None, top_p: float | None = None) -> np.ndarray:
+    """The next-token distribution a strategy draws from, ``(..., vocab)`` from logits ``(..., vocab)``.
+
+    ``"sample"``: :func:`lmlab.generate.sampling_distribution` (temperature, then top-k, then top-p);
+    ``"greedy"``: all the probability on the most probable token."""
+    if not isinstance(logits, torch.Tensor):
+        logits = torch.as_tensor(np.asarray(logits), dtype=torch.float32)
+    if strategy == "greedy":
+        out = torch.zeros_like(logits, dtype=torch.float64)
+        out.scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
+        return out.numpy()
+    if strategy != "sample":
+        raise ValueError(f"strategy must be 'sample' or 'greedy' (beam search has no per-step distribution), "
+                         f"got {strategy!r}")
+    return gen.sampling_distribution(logits, temperature, top_k, top_p).double().numpy()
+
+
+@dataclass
+class StepStats:
+    """Means over prefixes of :func:`total_variation`, :func:`kl_divergence` (truth to strategy, may be
+    infinite), :func:`impossible_mass`, :func:`cut_mass`, and the mean number of tokens that can be drawn."""
+
+    tv: float
+    kl: float
+    impossible: float
+    cut: float
+    kept: float
+
+
+def step_stats(probs: Any, true_probs: Any) -> StepStats:
+    """Compare per-prefix distributions ``probs`` ``(N, vocab)`` with the truth ``(N, vocab)``."""
+    p, t = _pair(probs, true_probs)
+    p, t = np.atleast_2d(p), np.atleast_2d(t)
+    return StepStats(tv=float(np.mean(total_variation(p, t))), kl=float(np.mean(kl_divergence(t, p))),
+                     impossible=float(np.mean(impossible_mass(p, t))), cut=float(np.mean(cut_mass(p, t))),
+                     kept=float(np.mean((p > 0).sum(-1))))
+
+
+# --- tables ----------------------------------------------------------------------------------------------
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return "–"
+        if math.isinf(value):
+            return "∞" if value > 0 else "−∞"
+        return f"{value:.{digits}f}".replace("-", "−")
+    return str(value)
+
+
+class Table:
+    """A small table that prints as aligned text and shows as HTML in notebooks and the book.
+
+    ``Table(columns, rows, caption=None, digits=3)``; ``rows`` are lists of values (floats are shown
+    with ``digits`` decimals, ``inf`` as ∞, ``nan`` as –). ``table[name]`` is a column as a list,
+    ``table.row(first_value)`` the row whose first cell is ``first_value``, as a dict."""
+
+    def __init__(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], caption: str | None = None,
+                 digits: int = 3):
+        self.columns = [str(c) for c in columns]
+        self.rows = [list(r) for r in rows]
+        bad = [r for r in self.rows if len(r) != len(self.columns)]
+        if bad:
+            raise ValueError(f"every row needs {len(self.columns)} values ({self.columns}), got {bad[0]!r}")
+        self.caption, self.digits = caption, digits
+
+    def __getitem__(self, name: str) -> list[Any]:
+        if name not in self.columns:
+            raise KeyError(f"no column {name!r}; columns: {self.columns}")
+        i = self.columns.index(name)
+        return [r[i] for r in self.rows]
+
+    def row(self, first: Any) -> dict[str, Any]:
+        for r in self.rows:
+            if r[0] == first:
+                return dict(zip(self.columns, r))
+        raise KeyError(f"no row {first!r}; rows: {[r[0] for r in self.rows]}")
+
+    def _cells(self) -> list[list[str]]:
+        return [[_fmt(v, self.digits) for v in r] for r in self.rows]
+
+    def __repr__(self) -> str:
+        cells = self._cells()
+        widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(self.columns)]
+
+        def line(values):
+            return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths)))
+
+        out = ([self.caption] if self.caption else []) + [line(self.columns), line(["-" * w for w in widths])]
+        return "\n".join(out + [line(r) for r in cells])
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(
+            f'<td style="text-align:{"left" if i == 0 else "right"}">{html.escape(v)}</td>' for i, v in enumerate(r))
+            + "</tr>" for r in self._cells())
+        cap = f"<caption>{html.escape(self.caption)}</caption>" if self.caption else ""
+        return f'<table class="lmlab-table">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+# --- comparing strategies ------------------------------------------------------------------------------
+
+#: The strategies the chapter compares: name -> keyword arguments of :func:`lmlab.generate.generate`.
+DEFAULT_STRATEGIES: dict[str, dict] = {
+    "sample, T = 1": dict(strategy="sample", temperature=1.0),
+    "sample, T = 0.5": dict(strategy="sample", temperature=0.5),
+    "sample, T = 2": dict(strategy="sample", temperature=2.0),
+    "top-k, k = 5": dict(strategy="sample", top_k=5),
+    "top-p, p = 0.9": dict(strategy="sample", top_p=0.9),
+    "greedy": dict(strategy="greedy"),
+    "beam, 4 beams": dict(strategy="beam", num_beams=4),
+}
+LANGUAGE = "the language itself"
+
+
+@dataclass
+class Comparison:
+    """What :func:`compare_strategies` found: two tables and, per strategy, the raw results.
+
+    ``steps``: per-step distances from the true next-word distribution; ``samples``: diversity and
+    quality of sampled sentences and repetition in long generations. ``stats[name]`` holds the
+    :class:`StepStats` (None for beam search and the language), :class:`SampleStats` and ``repetition``;
+    ``texts[name]`` the sampled sentences, ``long_texts[name]`` the long generations."""
+
+    steps: Table
+    samples: Table
+    stats: dict[str, dict[str, Any]] = field(repr=False)
+    texts: dict[str, list[str]] = field(repr=False)
+    long_texts: dict[str, list[str]] = field(repr=False)
+
+
+def _check_strategy(name: str, kwargs: Mapping) -> dict:
+    if not isinstance(kwargs, Mapping):
+        raise TypeError(f"strategy {name!r}: pass a dict of generate() arguments, got {kwargs!r}")
+    kind = kwargs.get("strategy", "sample")
+    if kind not in ("sample", "greedy", "beam"):
+        raise ValueError(f"strategy {name!r}: 'strategy' must be 'sample', 'greedy' or 'beam', got {kind!r}")
+    allowed = {"strategy", "temperature", "top_k", "top_p", "num_beams"}
+    bad = sorted(set(kwargs) - allowed)
+    if bad:
+        raise ValueError(f"strategy {name!r}: unknown argument(s) {bad}; allowed: {sorted(allowed)}")
+    return {"strategy": kind, **kwargs}
+
+
+def _generate_texts(model, tokenizer, prompt: str, kw: dict, n: int, max_new_tokens: int, seed: int,
+                    stop_at: str | None) -> list[str]:
+    """``n`` continuations of ``prompt``; deterministic strategies are run once and repeated."""
+    if kw["strategy"] == "beam":
+        best = gen.beam_search(model, prompt, tokenizer=tokenizer, num_beams=kw.get("num_beams", 4),
+                               max_new_tokens=max_new_tokens, stop_at=stop_at)[0]
+        return [best.text] * n
+    if kw["strategy"] == "greedy":
+        return [gen.generate(model, prompt, max_new_tokens, tokenizer=tokenizer, strategy="greedy",
+                             stop_at=stop_at)] * n
+    out = gen.generate(model, prompt, max_new_tokens, tokenizer=tokenizer, strategy="sample", num_samples=n,
+                       seed=seed, stop_at=stop_at, temperature=kw.get("temperature", 1.0), top_k=kw.get("top_k"),
+                       top_p=kw.get("top_p"))
+    return [out] if isinstance(out, str) else list(out)
+
+
+def compare_strategies(model: Any, tokenizer: Any, lang: Any, strategies: Mapping[str, Mapping] | None = None, *,
+                       n_samples: int = 300, prefix_sentences: Sequence[Sequence[str]] | None = None,
+                       long_tokens: int = 60, n_long: int = 10, seed: int = 0) -> Comparison:
+    """Measure decoding strategies against the toy language; returns a :class:`Comparison`.
+
+    * ``steps`` table, per strategy, averaged over every prefix of ``prefix_sentences`` (default: 60
+      held-out sentences): total variation from the true next-word distribution, KL(truth || strategy),
+      the probability of impossible words, the true probability cut away, tokens that can be drawn.
+    * ``samples`` table: ``n_samples`` sentences generated from ``"."`` (a sentence start), scored by
+      :func:`sample_stats`, and the :func:`repetition_rate` (4-grams) of ``n_long`` generations of
+      ``long_tokens`` words from ``"."`` with no stop. Greedy and beam search are deterministic: they are
+      run once and their one output counted ``n_samples`` times. A first row, "the language itself",
+      scores sentences sampled from the toy language, the reference every strategy should match.
+    """
+    strategies = DEFAULT_STRATEGIES if strategies is None else strategies
+    if not isinstance(strategies, Mapping) or not strategies:
+        raise ValueError("strategies must be a non-empty dict of name -> generate() arguments")
+    specs = {str(name): _check_strategy(str(name), kw) for name, kw in strategies.items()}
+    for name, value in (("n_samples", n_samples), ("long_tokens", long_tokens), ("n_long", n_long)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if prefix_sentences is None:
+        from .zoo import held_out_sentences
+
+        prefix_sentences = held_out_sentences(60)
+    logits, truth, _ = next_token_pairs(model, tokenizer, lang, prefix_sentences)
+
+    stats: dict[str, dict[str, Any]] = {}
+    texts: dict[str, list[str]] = {}
+    long_texts: dict[str, list[str]] = {}
+    lang_sents = lang.sentences(n_samples, seed=seed + 7919)
+    texts[LANGUAGE] = [" ".join(s) for s in lang_sents]
+    stream = lang.token_stream(n_long * long_tokens, seed=seed + 104729)
+    long_texts[LANGUAGE] = [" ".join(stream[i * long_tokens:(i + 1) * long_tokens]) for i in range(n_long)]
+    stats[LANGUAGE] = {"step": step_stats(truth, truth), "sample": sample_stats(lang, texts[LANGUAGE]),
+                       "repetition": repetition_rate(long_texts[LANGUAGE], 4)}
+    context = int(model.config.context_length)
+    for i, (name, kw) in enumerate(specs.items()):
+        step = None
+        if kw["strategy"] != "beam":
+            step = step_stats(strategy_distribution(logits, kw["strategy"], kw.get("temperature", 1.0),
+                                                    kw.get("top_k"), kw.get("top_p")), truth)
+        texts[name] = _generate_texts(model, tokenizer, EOS, kw, n_samples, context - 1, seed + i, EOS)
+        n = 1 if kw["strategy"] != "sample" else n_long
+        longs = _generate_texts(model, tokenizer, EOS, kw, n, long_tokens, seed + 1000 + i, None)
+        long_texts[name] = [" ".join(_words(t)[1:]) for t in longs]  # drop the prompt
+        stats[name] = {"step": step, "sample": sample_stats(lang, texts[name]),
+                       "repetition": repetition_rate(long_texts[name], 4)}
+
+    nan = float("nan")
+    step_rows, sample_rows = [], []
+    for name, s in stats.items():
+        st = s["step"]
+        step_rows.append([name] + ([st.tv, st.kl, st.impossible, st.cut, st.kept] if st is not None else [nan] * 5))
+        sm = s["sample"]
+        sample_rows.append([name, sm.distinct_sentences, sm.distinct_2, sm.grammatical, sm.mean_logprob,
+                            sm.mean_length, s["repetition"]])
+    n_prefixes = truth.shape[0]
+    steps = Table(["strategy", "TV from truth", "KL(truth‖strategy)", "p(impossible word)", "true mass cut",
+                   "tokens drawable"], step_rows,
+                  caption=f"Per step, mean over {n_prefixes} prefixes of held-out sentences")
+    samples = Table(["strategy", f"distinct sentences (of {n_samples})", "distinct-2", "grammatical",
+                     "mean log p (grammatical)", "mean length", "4-gram repetition"], sample_rows,
+                    caption=f"{n_samples} sentences per strategy; repetition in {long_tokens}-word generations")
+    return Comparison(steps, samples, stats, texts, long_texts)
+
+
+def tradeoff_figure(comparison: Comparison, title: str | None = None) -> go.Figure:
+    """Quality against diversity, one point per strategy: the share of distinct sentences (x) and the
+    share of grammatical ones (y), with the language itself as the reference point."""
+    if not isinstance(comparison, Comparison):
+        raise TypeError(f"pass the result of compare_strategies, got {type(comparison).__name__}")
+    fig = go.Figure()
+    points = []
+    for i, (name, s) in enumerate(comparison.stats.items()):
+        sm = s["sample"]
+        x, y = sm.distinct_sentences / sm.n, sm.grammatical
+        points.append((name, x, y))
+        is_ref = name == LANGUAGE
+        fig.add_trace(go.Scatter(
+            x=[x], y=[y], mode="markers+text", name=name, text=[name], textposition="top center",
+            marker=dict(size=16 if is_ref else 12, symbol="star" if is_ref else viz.SYMBOLS[i % len(viz.SYMBOLS)],
+                        color=viz.OKABE_ITO["black"] if is_ref else viz.COLORWAY[i % len(viz.COLORWAY)]),
+            hovertemplate=(f"<b>{html.escape(name)}</b><br>distinct sentences: %{{x:.2f}}<br>grammatical: "
+                           f"%{{y:.2f}}<br>mean log p: {sm.mean_logprob:.2f}<extra></extra>")))
+    alt = ("Scatter plot of decoding strategies by diversity (share of distinct sentences, x) and quality (share "
+           "of grammatical sentences, y): " + "; ".join(f"{n} {x:.2f}, {y:.2f}" for n, x, y in points) + ".")
+    fig = viz.set_alt(fig, alt)
+    fig.update_layout(title=dict(text=title if title is not None else "Diversity against grammaticality"),
+                      showlegend=False, height=460,
+                      xaxis=dict(title=dict(text="share of distinct sentences"), range=[-0.08, 1.12]),
+                      yaxis=dict(title=dict(text="share of grammatical sentences"), range=[-0.05, 1.12]))
+    return fig
+
+
+# --- next-word versus masked prediction -------------------------------------------------------------------
+
+_SLOT = {"___", "[MASK]", "<mask>"}
+
+
+def _dist(probs: torch.Tensor, tokenizer: Any) -> dict[str, float]:
+    specials = {getattr(tokenizer, n, None) for n in ("pad_id", "unk_id", "mask_id", "bos_id")} - {None}
+    out = {tokenizer.id_to_token(i): float(p) for i, p in enumerate(probs.tolist()) if i not in specials}
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+@dataclass
+class SlotResult:
+    """Four distributions for one slot: exact and model, left context only and both sides.
+
+    ``left``/``right``: the words around the slot; ``exact_left`` (the toy language's next-word
+    distribution), ``causal`` (the next-word model's), ``exact_both`` (the language's masked
+    distribution), ``masked`` (the masked model's); each ``dict[str, float]``, most probable first."""
+
+    left: list[str]
+    right: list[str]
+    exact_left: dict[str, float]
+    causal: dict[str, float]
+    exact_both: dict[str, float]
+    masked: dict[str, float]
+
+    @property
+    def sentence(self) -> str:
+        return " ".join(self.left + ["___"] + self.right)
+
+    def p(self, word: str) -> dict[str, float]:
+        """The probability each of the four gives to ``word``."""
+        return {k: getattr(self, k).get(word, 0.0) for k in ("exact_left", "causal", "exact_both", "masked")}
+
+    def table(self, k: int = 5) -> Table:
+        """The ``k`` most probable words of each distribution, side by side."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be an int >= 1, got {k!r}")
+        cols = [self.exact_left, self.causal, self.exact_both, self.masked]
+        rows = []
+        for r in range(k):
+            row: list[Any] = [r + 1]
+            for d in cols:
+                items = list(d.items())
+                row += [items[r][0], items[r][1]] if r < len(items) else ["", float("nan")]
+            rows.append(row)
+        return Table(["rank", "exact, left only", "p", "next-word model", "p", "exact, both sides", "p",
+                      "masked model", "p"], rows, caption=f"The slot in '{self.sentence}'")
+
+
+def slot_comparison(lang: Any, causal_model: Any, causal_tokenizer: Any, masked_model: Any, masked_tokenizer: Any,
+                    sentence: str | Sequence[str]) -> SlotResult:
+    """Predict the slot ``___`` (or ``[MASK]``) of ``sentence`` four ways (see :class:`SlotResult`).
+
+    ``sentence`` is one sentence of the toy language with one slot, e.g. ``"the world is ___ that is the
+    case ."``. The next-word model reads ``". " + left context``; the masked model reads the whole
+    sentence with its mask token in the slot, after a ``"."`` as in training."""
+    words = _words(sentence, "sentence")
+    slots = [i for i, w in enumerate(words) if w in _SLOT]
+    if len(slots) != 1:
+        raise ValueError(f"sentence must hold exactly one slot '___', got {' '.join(words)!r}")
+    i = slots[0]
+    left, right = words[:i], words[i + 1:]
+    if EOS in left:
+        raise ValueError("pass one sentence: the left context holds a '.'")
+    exact_left = lang.next_token_distribution(left)
+    exact_both = lang.masked_distribution(left + ["[MASK]"] + right)
+    causal = gen.next_token_distribution(causal_model, causal_tokenizer.encode_tokens([EOS] + left))
+    mask_token = masked_tokenizer.id_to_token(masked_tokenizer.mask_id)
+    ids = masked_tokenizer.encode_tokens([EOS] + left + [mask_token] + right)
+    masked = gen.fill_mask(masked_model, ids, mask_id=masked_tokenizer.mask_id)[0]
+    return SlotResult(left, right, exact_left, _dist(causal, causal_tokenizer), exact_both,
+                      _dist(masked, masked_tokenizer))
+
+
+def slot_figure(result: SlotResult, k: int = 6, title: str | None = None) -> go.Figure:
+    """Two panels of bars for one slot: left context only (exact vs next-word model) and both sides
+    (exact vs masked model); each panel shows the ``k`` words most probable under either of its two."""
+    if not isinstance(result, SlotResult):
+        raise TypeError(f"pass the result of slot_comparison, got {type(result).__name__}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=("left context only", "both sides"))
+    notes = []
+    for col, (truth, model, model_name) in enumerate(
+            ((result.exact_left, result.causal, "next-word model"), (result.exact_both, result.masked, "masked model")),
+            start=1):
+        keys = list(dict.fromkeys(list(truth) + list(model)))
+        words = sorted(keys, key=lambda w: -max(truth.get(w, 0.0), model.get(w, 0.0)))[:k]
+        for name, dist, color, pattern in (("exact", truth, viz.OKABE_ITO["orange"], "/"),
+                                            (model_name, model, viz.OKABE_ITO["blue"], "")):
+            fig.add_trace(go.Bar(
+                x=words, y=[dist.get(w, 0.0) for w in words], name=name, legendgroup=name,
+                marker=dict(color=color, pattern=dict(shape=pattern)), customdata=words,
+                hovertemplate=f"<b>%{{customdata}}</b><br>{name}: p = %{{y:.3f}}<extra></extra>"), row=1, col=col)
+        notes.append(f"{'left context only' if col == 1 else 'both sides'}: "
+                     + ", ".join(f"{w} exact {truth.get(w, 0.0):.2f} vs model {model.get(w, 0.0):.2f}" for w in words[:4]))
+    fig.update_yaxes(range=[0, 1.05], title=dict(text="probability"), col=1)
+    fig.update_yaxes(range=[0, 1.05], col=2)
+    fig.update_xaxes(type="category", tickangle=-30)
+    fig.update_layout(barmode="group", height=440, margin=dict(t=100),
+                      title=dict(text=title if title is not None else f"Filling the slot: {result.sentence}"),
+                      legend=dict(orientation="h", y=1.12, yanchor="bottom", x=1, xanchor="right"))
+    return viz.set_alt(fig, f"Two bar charts for the slot in '{result.sentence}'. " + ". ".join(notes) + ".")
+
+
+# --- the beam-search exercise -------------------------------------------------------------------------------
+
+def beam_search_reference(next_logprobs: Callable[[list[str]], Mapping[str, float]], prompt: Sequence[str],
+                          num_beams: int, steps: int) -> list[str]:
+    """Beam search over a function ``tokens -> {token: log p}``: the ``steps`` new tokens of the best
+    hypothesis (highest summed log-probability) among the ``num_beams`` kept at every step."""
+    beams: list[tuple[list[str], float]] = [([], 0.0)]
+    for _ in range(steps):
+        candidates = [(seq + [tok], lp + float(l)) for seq, lp in beams
+                      for tok, l in next_logprobs(list(prompt) + seq).items()]
+        candidates.sort(key=lambda c: -c[1])
+        beams = candidates[:num_beams]
+    return beams[0][0]
+
+
+def _tree(seed: int, branching: int = 3, depth: int = 3) -> dict[tuple[str, ...], dict[str, float]]:
+    """A random tree language: prefix (after the prompt) -> {token: log p}."""
+    rng = np.random.default_rng(seed)
+    letters = "abcdefgh"[:branching]
+    tree: dict[tuple[str, ...], dict[str, float]] = {}
+
+    def grow(prefix: tuple[str, ...]) -> None:
+        if len(prefix) == depth:
+            return
+        p = rng.dirichlet(np.full(branching, 0.6))
+        tree[prefix] = {f"{letters[i]}{len(prefix) + 1}": float(np.log(p[i])) for i in range(branching)}
+        for tok in tree[prefix]:
+            grow(prefix + (tok,))
+
+    grow(())
+    return tree
+
+
+def _model(tree: dict, prompt: Sequence[str]) -> Callable[[list[str]], dict[str, float]]:
+    n = len(prompt)
+
+    def next_logprobs(tokens: list[str]) -> dict[str, float]:
+        if list(tokens[:n]) != list(prompt):
+            raise ValueError(f"next_logprobs got {tokens!r}, which does not start with the prompt {list(prompt)!r}")
+        key = tuple(tokens[n:])
+        if key not in tree:
+            raise ValueError(f"next_logprobs got {tokens!r}: that is past the last step of this test")
+        return dict(tree[key])
+
+    return next_logprobs
+
+
+def _exhaustive(tree: dict, steps: int) -> list[str]:
+    best, best_lp = None, -math.inf
+
+    def walk(prefix, lp):
+        nonlocal best, best_lp
+        if len(prefix) == steps:
+            if lp > best_lp:
+                best, best_lp = list(prefix), lp
+            return
+        for tok, l in tree[tuple(prefix)].items():
+            walk(prefix + [tok], lp + l)
+
+    walk([], 0.0)
+    return best
+
+
+def _per_beam_best(model, prompt, num_beams, steps):
+    """A typical mistake: keep the first step's best num_beams, then extend each by its own best token."""
+    first = sorted(model(list(prompt)).items(), key=lambda kv: -kv[1])[:num_beams]
+    beams = [([t], l) for t, l in first]
+    for _ in range(steps - 1):
+        beams = [(seq + [max(model(list(prompt) + seq).items(), key=lambda kv: kv[1])[0]],
+                  lp + max(model(list(prompt) + seq).values())) for seq, lp in beams]
+    return max(beams, key=lambda b: b[1])[0]
+
+
+def _last_only(model, prompt, num_beams, steps):
+    """A typical mistake: rank hypotheses by the last token's log-probability only."""
+    beams = [([], 0.0)]
+    for _ in range(steps):
+        cands = [(seq + [t], l) for seq, _ in beams for t, l in model(list(prompt) + seq).items()]
+        cands.sort(key=lambda c: -c[1])
+        beams = cands[:num_beams]
+    return beams[0][0]
+
+
+def _worst(model, prompt, num_beams, steps):
+    """A typical mistake: sorting ascending keeps the least probable hypotheses."""
+    beams = [([], 0.0)]
+    for _ in range(steps):
+        cands = [(seq + [t], lp + l) for seq, lp in beams for t, l in model(list(prompt) + seq).items()]
+        cands.sort(key=lambda c: c[1])
+        beams = cands[:num_beams]
+    return beams[0][0]
+
+
+# (seed, words per step, steps, num_beams). In the first two, greedy, beam, exhaustive search and the
+# typical mistakes all give different answers; then greedy (1 beam) and a beam wide enough to keep all.
+_BEAM_CASES = [(233, 4, 4, 3), (2, 3, 3, 2), (5, 3, 3, 1), (7, 3, 3, 9)]
+
+
+def check_beam_search(beam_search: Callable) -> bool:
+    """Check ``beam_search(next_logprobs, prompt, num_beams, steps) -> list of steps new tokens``.
+
+    ``next_logprobs(tokens) -> {token: log p}`` gives the next-token log-probabilities after a list of
+    tokens (the prompt and what was generated). The answer must be the best hypothesis, by summed
+    log-probability, among the ``num_beams`` kept after the last step, with ``num_beams`` kept after every
+    step (``num_beams = 1`` is greedy decoding)."""
+    prompt = ["<s>"]
+
+    def body(fn):
+        for seed, branching, steps, beams in _BEAM_CASES:
+            tree = _tree(seed, branching, steps)
+            model = _model(tree, prompt)
+            case = f"a test language with {branching} words per step, num_beams = {beams}, steps = {steps}"
+            out = _call(fn, (model, list(prompt), beams, steps), case)
+            want = beam_search_reference(model, prompt, beams, steps)
+            if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], list):
+                raise _Failure(f"your function returned a pair {out!r:.80} on {case}; return only the list of "
+                               "new tokens.", "return best_tokens, not (best_tokens, score).")
+            if out is None:
+                raise _Failure(f"your function returned None (on {case}).", "did you forget the `return` line?")
+            if not isinstance(out, (list, tuple)) or not all(isinstance(t, str) for t in out):
+                raise _Failure(f"your function returned {out!r:.80} on {case}; return a list of tokens (strings).")
+            out = list(out)
+            if out == want:
+                continue
+            if out[:len(prompt)] == prompt and out[len(prompt):] == want:
+                raise _Failure(f"on {case} you return the prompt too: {out}.", "return only the new tokens.")
+            if len(out) != steps:
+                raise _Failure(f"on {case} you return {len(out)} tokens: expected {steps} new tokens, e.g. {want}.")
+            greedy = beam_search_reference(model, prompt, 1, steps)
+            if beams > 1 and out == greedy:
+                raise _Failure(f"on {case} you return the greedy answer {out}, not the beam's {want}: you keep only "
+                               "one hypothesis.", "keep the num_beams best candidates at every step.")
+            if out == _exhaustive(tree, steps):
+                raise _Failure(f"on {case} you return {out}, the best of all continuations, which a beam of "
+                               f"{beams} cannot find (it finds {want}): you search everything instead of pruning.",
+                               "after each step keep only the num_beams best candidates.")
+            for mistake, message, hint in (
+                    (_per_beam_best, "you extend each beam by its own best token; pool the children of all beams "
+                     "and keep the num_beams best", "candidates = every beam + every token, then sort them all."),
+                    (_last_only, "you rank hypotheses by the last token's log-probability; rank them by the sum "
+                     "over the whole hypothesis", "score = beam score + log p(token)."),
+                    (_worst, "you keep the least probable hypotheses (ascending sort)",
+                     "sort by score, highest first.")):
+                if out == mistake(model, prompt, beams, steps):
+                    raise _Failure(f"on {case} you return {out}, expected {want}: {message}.", hint)
+            raise _Failure(f"on {case} you return {out}, expected {want}.",
+                           "score = sum of log-probabilities; keep the num_beams best after each step.")
+        return len(_BEAM_CASES)
+
+    return _run("beam_search", beam_search, body)
