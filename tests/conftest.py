@@ -74,6 +74,8 @@ class BookBuild:
     offline: bool | None  # None: unknown (a reused build)
     reused: bool = False
     notes: list[str] = field(default_factory=list)
+    cpu_seconds: float | None = None  # CPU time of the build and its kernels (children of this process)
+    load: tuple[float, float] | None = None  # 1-minute load average before and after the build
 
     @property
     def clean_log(self) -> str:
@@ -92,6 +94,11 @@ class BookBuild:
 
     def page(self, docname: str) -> Path:
         return self.html_dir / f"{docname}.html"
+
+    @property
+    def executed_dir(self) -> Path:
+        """Where MyST-NB leaves the executed notebooks (``<doc>.ipynb``) and glued values (``<doc>.glue.json``)."""
+        return self.html_dir.parent / "jupyter_execute"
 
     def tail(self, n: int = 60) -> str:
         return "\n".join(self.clean_log.splitlines()[-n:])
@@ -117,6 +124,14 @@ def offline_command() -> tuple[tuple[str, ...], str]:
             return prefix, ""
         reasons.append(f"unshare {' '.join(flags)}: {probe.stderr.strip() or probe.returncode}")
     return (), "; ".join(reasons)
+
+
+def children_cpu_seconds() -> float:
+    """CPU time (user + system) of this process's finished children, in seconds."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def jupyter_book_exe() -> str:
@@ -145,6 +160,7 @@ def build_book(src: Path, out: Path, *, cache: Path | None = None, offline: bool
             cmd, is_offline = [*prefix, *cmd], True
         else:
             notes.append(f"built WITH network: {reason}")
+    load_before, cpu_before = os.getloadavg()[0], children_cpu_seconds()
     start = time.monotonic()
     try:
         proc = subprocess.run(cmd, cwd=src, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -154,9 +170,10 @@ def build_book(src: Path, out: Path, *, cache: Path | None = None, offline: bool
         out_text = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
         log, code = out_text + f"\nERROR: build timed out after {timeout} s", -1
     seconds = time.monotonic() - start
+    cpu, load = children_cpu_seconds() - cpu_before, (load_before, os.getloadavg()[0])
     (out / "book-build.log").write_text(log, encoding="utf-8")
     return BookBuild(html_dir=out / "_build" / "html", log=log, returncode=code, seconds=seconds,
-                     offline=is_offline, notes=notes)
+                     offline=is_offline, notes=notes, cpu_seconds=cpu, load=load)
 
 
 @pytest.fixture(scope="session")

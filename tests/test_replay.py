@@ -1,0 +1,338 @@
+"""Colab replay, determinism and execution budgets, over every notebook listed in ``_toc.yml``.
+
+* **Colab replay** (:mod:`gates.replay`): each notebook runs with nbclient in a fresh Colab-like
+  runtime (Colab's preinstalled packages at the pinned versions, no lmlab, no MyST-NB, a stand-in
+  ``google.colab`` so the setup cell takes its Colab branch and pip-installs this checkout's ``lib/``),
+  from a cold lmlab cache, offline, in live mode (``LMLAB_BOOK`` unset). Every notebook must pass.
+
+* **Determinism** (:mod:`gates.outputs`): the replay's outputs equal the book build's executed
+  notebooks (``_build/jupyter_execute``), glued numbers included.
+
+  Why the replay runs in live mode and not in build mode: live mode is what a student gets on Colab
+  (tqdm widgets, live figures, ``lmlab.glue`` without MyST-NB, claims that only print a note), and the
+  replay exists to catch what breaks there. The price is that some outputs differ in *form* between
+  the two runs; :mod:`gates.outputs` compares what both forms share and documents the rest:
+
+  - figures: the build writes the book renderer's HTML, the replay Colab's (plotly picks its ``colab``
+    renderer from ``COLAB_NOTEBOOK_ID``, as on Colab); both carry the figure JSON, and its *data* is
+    compared (traces, frames, annotations, sliders), not its layout (a live training plot is titled
+    "(live)");
+  - progress bars: a plain final line in the build, a widget in the replay: dropped from both;
+  - live ipywidgets (the explorers) exist only in the replay and their static figure only in the book:
+    such cells are compared on stream text and errors only (listed in the test output);
+  - glued values: MyST-NB stores them in the build; Colab has no MyST-NB, so the replay records each
+    ``lmlab.glue`` call (``lmlab_replay_hooks``) while letting it run unchanged;
+  - the setup cell: pip's messages on Colab, nothing in the build: not compared;
+  - allowlisted volatile text (``gates.outputs.VOLATILE``): element ids (UUIDs), memory addresses,
+    wall times, rates, clock times, temporary and installation paths.
+
+* **Execution budgets** (:mod:`gates.replay`): the replay's wall time of each notebook, executed alone
+  from a cold cache, is within its budget (120 s on 2 cores; 240 s for ``chapters/05-training*`` and
+  ``chapters/06-beyond*``), and the whole book build within 12 minutes. The table is printed and
+  written to ``tests/artifacts/execution-times.txt`` with the CPU count and load averages. On a machine
+  loaded by others, a run over budget whose CPU time would fit on 2 free cores is reported loudly as
+  inconclusive instead of failing; ``LMLAB_STRICT_BUDGETS=1`` (CI) judges wall time alone.
+
+Faster while editing: ``LMLAB_REPLAY_DIR=tests/artifacts/replay`` reuses the last replay's results
+(each run writes them there), like ``LMLAB_BOOK_DIR`` for the build.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import nbtools
+from conftest import ROOT, BookBuild, _flag, loud, offline_command
+from gates import outputs, replay
+from gates.replay import ReplayResult
+
+NOTEBOOKS = [d for d in nbtools.toc_docnames() if (s := nbtools.source_of(d)) is not None and s.suffix == ".ipynb"]
+TIMINGS: dict[str, tuple] = {}
+
+
+def _slug(docname: str) -> str:
+    return docname.replace("/", "__")
+
+
+@pytest.fixture(scope="session")
+def replay_base(artifacts: Path) -> Path:
+    """The Colab-like base environment (built once per set of pins, cached in tests/artifacts)."""
+    return replay.base_environment(artifacts / "replay-venv", log=lambda m: print(m, flush=True))
+
+
+class Replays:
+    """Replays notebooks on demand, once per session; results are kept in ``tests/artifacts/replay``."""
+
+    def __init__(self, base: Path, work: Path, out: Path, reuse: Path | None) -> None:
+        self.base, self.work, self.out, self.reuse = base, work, out, reuse
+        self.results: dict[str, ReplayResult] = {}
+        self._lib: Path | None = None
+
+    def get(self, docname: str) -> ReplayResult:
+        if docname not in self.results:
+            self.results[docname] = self._load(docname) if self.reuse else self._run(docname)
+        return self.results[docname]
+
+    def _load(self, docname: str) -> ReplayResult:
+        path = self.reuse / _slug(docname) / "result.json"
+        if not path.is_file():
+            pytest.fail(f"LMLAB_REPLAY_DIR={self.reuse} has no replay of {docname} ({path})")
+        return ReplayResult.load(path)
+
+    def _run(self, docname: str) -> ReplayResult:
+        if self._lib is None:
+            self._lib = replay.copy_lib(self.work / "lib")
+        source = nbtools.source_of(docname)
+        prefix, _ = offline_command()
+        result = replay.replay_notebook(source, self.base, self.work / _slug(docname), lib_copy=self._lib,
+                                        offline_prefix=prefix, timeout=3600)
+        keep = self.out / _slug(docname)
+        shutil.rmtree(keep, ignore_errors=True)
+        keep.mkdir(parents=True)
+        for path in (result.executed, result.glue_log):
+            if path.is_file():
+                shutil.copy2(path, keep / path.name)
+        result.executed, result.glue_log = keep / result.executed.name, keep / result.glue_log.name
+        (keep / "driver.log").write_text(result.log, encoding="utf-8")
+        result.save(keep / "result.json")
+        print(f"\nreplayed {docname} in {result.seconds:.1f} s ({result.cpu_seconds:.1f} s CPU, load "
+              f"{result.load_max:.2f}, {result.offline}): {'ok' if result.ok else result.describe_error()}",
+              flush=True)
+        return result
+
+
+@pytest.fixture(scope="session")
+def replays(request, artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Replays:
+    reuse = os.environ.get("LMLAB_REPLAY_DIR")
+    if reuse:
+        loud(f"Reusing the Colab replay in LMLAB_REPLAY_DIR={reuse}: notebooks are NOT replayed again.")
+        return Replays(Path(), Path(), Path(), Path(reuse).resolve())
+    base = request.getfixturevalue("replay_base")
+    return Replays(base, tmp_path_factory.mktemp("replay"), artifacts / "replay", None)
+
+
+def _notebook(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _tiny_notebook(path: Path, *cells: str) -> Path:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+# --- the replay ------------------------------------------------------------------------------------
+
+def test_toc_lists_notebooks():
+    assert "intro" in NOTEBOOKS, NOTEBOOKS
+
+
+def test_replay_runtime_is_colab_like(replay_base: Path, tmp_path: Path):
+    """A fresh runtime: google.colab importable, no lmlab and no MyST-NB, the pinned torch, no network."""
+    lib = replay.copy_lib(tmp_path / "lib")
+    runtime = replay.fresh_runtime(replay_base, tmp_path / "rt", lib)
+    env = replay.replay_environ(runtime, tmp_path / "cache", tmp_path / "hf", tmp_path / "glue.jsonl")
+    probe = ("import importlib.util as u, socket, torch, google.colab\n"
+             "print('lmlab' , u.find_spec('lmlab') is not None)\n"
+             "print('myst_nb', u.find_spec('myst_nb') is not None)\n"
+             "print('torch', torch.__version__)\n"
+             "try:\n    socket.create_connection(('1.1.1.1', 80), timeout=5); print('network yes')\n"
+             "except OSError as e:\n    print('network no', e)\n"
+             "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); c = socket.create_connection(s.getsockname())\n"
+             "print('loopback yes')\n")
+    out = subprocess.run([str(runtime.python), "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    pin = replay.pinned_requirements()["torch"]
+    lines = out.stdout.splitlines()
+    assert "lmlab False" in lines and "myst_nb False" in lines, out.stdout
+    assert any(line.startswith(f"torch {pin}") for line in lines), out.stdout
+    assert any(line.startswith("network no") for line in lines) and "loopback yes" in lines, out.stdout
+
+
+@pytest.mark.parametrize("docname", NOTEBOOKS)
+def test_notebook_runs_on_colab(replays: Replays, docname: str):
+    result = replays.get(docname)
+    assert result.ok, (f"{docname} fails in the Colab replay ({result.offline}): {result.describe_error()}\n"
+                       f"executed notebook: {result.executed}\nkernel log tail:\n{result.log[-2000:]}")
+
+
+@pytest.mark.parametrize("docname", NOTEBOOKS)
+def test_replay_matches_the_book(book: BookBuild, replays: Replays, docname: str):
+    built = book.executed_dir / f"{docname}.ipynb"
+    if not built.is_file():
+        pytest.fail(f"the book build left no executed notebook at {built}")
+    result = replays.get(docname)
+    if not result.ok:
+        pytest.fail(f"{docname} did not run in the replay ({result.describe_error()}): nothing to compare")
+    comparison = outputs.compare_notebooks(_notebook(built), _notebook(result.executed))
+    glue = outputs.compare_glue(outputs.read_book_glue(book.executed_dir / f"{docname}.glue.json"),
+                                outputs.read_glue_log(result.glue_log))
+    for note in comparison.notes:
+        print(f"{docname}: not compared: {note}")
+    problems = [str(d) for d in comparison.differences] + glue
+    assert not problems, (f"{docname}: the Colab replay's outputs differ from the book build's "
+                          f"(book: {built}, replay: {result.executed}):\n" + "\n".join(problems))
+
+
+# --- budgets -----------------------------------------------------------------------------------------
+
+def _strict() -> bool:
+    return _flag("LMLAB_STRICT_BUDGETS")
+
+
+@pytest.mark.parametrize("docname", NOTEBOOKS)
+def test_notebook_within_budget(replays: Replays, docname: str):
+    result = replays.get(docname)
+    budget = replay.budget_for(nbtools.source_of(docname).relative_to(ROOT).as_posix())
+    if not result.ok:
+        pytest.skip(f"{docname} failed in the replay, so its time says nothing (see test_notebook_runs_on_colab)")
+    verdict = replay.budget_verdict(result.seconds, result.cpu_seconds, result.load_max, budget,
+                                    cpus=result.cpus, strict=_strict())
+    TIMINGS[docname] = (docname, result.seconds, result.cpu_seconds, budget, result.load_max, verdict.status)
+    if verdict.status == "inconclusive":
+        loud(f"{docname}: over its budget, but only on a loaded machine: {verdict.reason}")
+    assert verdict.status != "over", f"{docname} is over its execution budget: {verdict.reason}"
+
+
+def test_whole_build_within_budget(book: BookBuild):
+    if book.seconds is None:
+        pytest.skip("reused build (LMLAB_BOOK_DIR): its build time is unknown")
+    load = max(book.load or (0.0, 0.0))
+    verdict = replay.budget_verdict(book.seconds, book.cpu_seconds or 0.0, load, replay.BUILD_BUDGET_S,
+                                    strict=_strict())
+    TIMINGS["(whole book build)"] = ("(whole book build)", book.seconds, book.cpu_seconds or 0.0,
+                                     replay.BUILD_BUDGET_S, load, verdict.status)
+    print(f"\nbook build: {verdict.reason}; CPU {book.cpu_seconds or 0:.0f} s; load before/after {book.load}")
+    if verdict.status == "inconclusive":
+        loud(f"the book build is over 12 minutes, but only on a loaded machine: {verdict.reason}")
+    assert verdict.status != "over", f"the whole book build is over budget: {verdict.reason}"
+
+
+def test_timing_table(replays: Replays, artifacts: Path):
+    """Print (and keep) the table of execution times; runs after the budget tests."""
+    rows = [TIMINGS[d] for d in NOTEBOOKS if d in TIMINGS]
+    if "(whole book build)" in TIMINGS:
+        rows.append(TIMINGS["(whole book build)"])
+    if not rows:
+        pytest.skip("no timings recorded in this session (the budget tests did not run)")
+    table = replay.timing_table(rows)
+    (artifacts / "execution-times.txt").write_text(table + "\n", encoding="utf-8")
+    print("\n" + table)
+
+
+class _Table(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_table, self.text = False, []
+
+    def handle_starttag(self, tag, attrs):
+        self.in_table |= tag == "table"
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self.in_table = False
+
+    def handle_data(self, data):
+        if self.in_table:
+            self.text.append(data)
+
+
+def test_execution_page_lists_every_notebook(book: BookBuild):
+    """The book's execution statistics page ({nb-exec-table}) has a row for every notebook."""
+    page = book.page("execution")
+    assert page.is_file(), "no execution.html: execution.md must be in _toc.yml"
+    parser = _Table()
+    parser.feed(page.read_text(encoding="utf-8"))
+    text = " ".join(parser.text)
+    missing = [d for d in NOTEBOOKS if d not in text]
+    assert not missing, f"the execution statistics table lacks {missing}: {text[:500]}"
+
+
+# --- planted faults ----------------------------------------------------------------------------------
+
+def test_replay_catches_a_cell_that_reaches_the_network(replay_base: Path, tmp_path: Path):
+    nb = _tiny_notebook(
+        tmp_path / "net.ipynb",
+        "import socket\ns = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+        "socket.create_connection(s.getsockname()).close(); print('loopback fine')",
+        "import urllib.request\nurllib.request.urlopen('http://example.com/', timeout=10).read(100)",
+        "print('never reached')")
+    prefix, _ = offline_command()
+    result = replay.replay_notebook(nb, replay_base, tmp_path / "work", offline_prefix=prefix, timeout=600)
+    assert not result.ok, "a cell that fetches a URL passed the offline replay"
+    assert result.error["cell"] == 1, result.error
+    assert result.error["ename"] in {"URLError", "OSError", "gaierror", "TimeoutError"}, result.error
+    stdout = "".join(outputs._join(o.get("text", "")) for o in _notebook(result.executed)["cells"][0]["outputs"])
+    assert "loopback fine" in stdout
+
+
+def test_replay_guard_alone_blocks_the_network(replay_base: Path, tmp_path: Path):
+    """Where ``unshare -n`` is not allowed, the socket guard alone makes the replay offline."""
+    nb = _tiny_notebook(tmp_path / "net.ipynb", "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=10)")
+    result = replay.replay_notebook(nb, replay_base, tmp_path / "work", offline_prefix=(), timeout=600)
+    assert not result.ok and result.error["ename"] == "OSError" and "offline" in result.error["evalue"], result.error
+
+
+def test_determinism_catches_a_nondeterministic_cell(replay_base: Path, tmp_path: Path):
+    nb = _tiny_notebook(
+        tmp_path / "nondet.ipynb",
+        "print('setup cell: not compared')",
+        "import random\nrandom.seed(0)\nprint('seeded', random.random(), object())",  # address: allowlisted
+        "import time\nprint('now', time.time())",
+        "print('unseeded', random.Random().random())",
+        "import uuid\nprint('id', uuid.uuid4(), 'took 0.01 s')")  # uuid and wall time: allowlisted
+    runs = [replay.replay_notebook(nb, replay_base, tmp_path / f"run{i}", timeout=600) for i in range(2)]
+    assert all(r.ok for r in runs), [r.describe_error() for r in runs]
+    comparison = outputs.compare_notebooks(_notebook(runs[0].executed), _notebook(runs[1].executed))
+    assert sorted(d.cell for d in comparison.differences) == [2, 3], [str(d) for d in comparison.differences]
+    assert comparison.compared_items == 4
+
+
+def test_determinism_compares_figure_data_across_renderers():
+    """A figure written by the book's HTML and by Colab's renderer compares equal; other data does not."""
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    from lmlab import viz
+
+    def fig(y):
+        f = go.Figure(go.Bar(x=["a", "b"], y=y))
+        return viz.set_alt(f, f"Bars {y}")
+
+    book_html = viz.figure_html(fig([0.25, 0.75]))  # what viz.show writes in build mode
+    colab_html = pio.renderers["colab"].to_mimebundle(fig([0.25, 0.75]).to_dict())["text/html"]
+    other_html = pio.renderers["colab"].to_mimebundle(fig([0.25, 0.7500001]).to_dict())["text/html"]
+    book, colab, other = (outputs.bundle_items({"text/html": h, "text/plain": "<HTML object>"})
+                          for h in (book_html, colab_html, other_html))
+    assert [i.kind for i in book] == ["figure"]
+    assert book == colab and book != other
+
+
+def test_replay_catches_a_notebook_over_budget(replay_base: Path, tmp_path: Path):
+    nb = _tiny_notebook(tmp_path / "slow.ipynb",
+                        "import time\nt = time.process_time()\nwhile time.process_time() - t < 3.0:\n    pass")
+    result = replay.replay_notebook(nb, replay_base, tmp_path / "work", timeout=600)
+    assert result.ok, result.describe_error()
+    assert result.cpu_seconds >= 3.0, result
+    verdict = replay.budget_verdict(result.seconds, result.cpu_seconds, result.load_max, 1.0, cpus=result.cpus)
+    assert verdict.status == "over", verdict
+
+
+def test_budget_verdict_is_fair_on_a_loaded_machine():
+    over = replay.budget_verdict(130, 60, 1.0, 120, cpus=2)
+    assert over.status == "over"
+    assert replay.budget_verdict(130, 60, 9.0, 120, cpus=2).status == "inconclusive"  # others' load
+    assert replay.budget_verdict(130, 300, 9.0, 120, cpus=2).status == "over"  # too much work anyway
+    assert replay.budget_verdict(130, 60, 9.0, 120, cpus=2, strict=True).status == "over"
+    assert replay.budget_verdict(100, 60, 9.0, 120, cpus=2).status == "ok"
+    assert replay.budget_for("chapters/05-training.ipynb") == 240
+    assert replay.budget_for("chapters/06-beyond-the-lecture.ipynb") == 240
+    assert replay.budget_for("chapters/01-language-models.ipynb") == 120 == replay.budget_for("intro.ipynb")
