@@ -333,6 +333,35 @@ def test_hub_model_through_the_same_calls():
     assert c.positions == 3 + 4
 
 
+def test_hub_masked_model_fills_the_mask():
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    bert = BertForMaskedLM(BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                      intermediate_size=32, max_position_embeddings=16)).eval()
+    ids = [2, 5, 4, 7, 3]
+    probs = G.fill_mask(bert, ids, mask_id=4)
+    with torch.no_grad():
+        direct = torch.softmax(bert(input_ids=torch.tensor([ids])).logits[0, 2], -1)
+    assert probs.shape == (1, 30) and torch.allclose(probs[0], direct, atol=1e-6)
+    with pytest.raises(TypeError, match="causal"):
+        G.next_token_distribution(bert, ids)
+
+
+def test_models_without_a_cache_generate_in_a_window():
+    from lmlab.models import MLPConfig, MLPLM, RNNConfig, RNNLM
+
+    torch.manual_seed(0)
+    for model in (MLPLM(MLPConfig(vocab_size=10, window=2, context_length=6)),
+                  RNNLM(RNNConfig(vocab_size=10, d_embed=8, d_hidden=8, context_length=6))):
+        out = G.generate(model, [1, 2, 3], 10, strategy="greedy")  # 13 tokens > context 6
+        assert len(out) == 13
+        for t in range(3, 13):  # each token is the argmax given the last 6 tokens at most
+            logits = model(torch.tensor([out[max(0, t - 6):t]]))[0, -1]
+            assert out[t] == int(torch.argmax(logits))
+        assert math.isfinite(G.sequence_logprob(model, out))
+
+
 # --- arguments ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, error, words", [

@@ -195,6 +195,12 @@ def test_book_build_prints_one_plain_progress_line(toy, monkeypatch, capsys):
     assert len(out) == 1 and "training" in out[0] and "10/10" in out[0] and "loss=" in out[0]
 
 
+def test_live_curve_is_inert_outside_a_notebook(toy, capsys):
+    tok, train_ids, val_ids = toy
+    hist = T.train(gpt(tok), train_ids, val_ids, small(steps=5), live=True, progress=False)
+    assert capsys.readouterr().out == "" and hist.step[-1] == 5
+
+
 # --- arguments ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, error, word", [
