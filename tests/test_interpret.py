@@ -371,6 +371,7 @@ def test_head_scores_figure_bars_and_heatmap():
     fig = I.head_scores_figure(_report(), what="points to the subject")
     assert isinstance(fig, go.Figure) and fig.data[0].type == "bar"
     assert list(fig.data[0].x)[-1] == "L1H3"
+    assert list(fig.data[1].y) == [0.5, 0.5] and "always position 2" in fig.data[1].name  # the baseline
     assert fig.data[0].marker.color[-1] == viz.OKABE_ITO["orange"]
     assert "L1H3" in viz.alt_text(fig) and "always position 2" in viz.alt_text(fig)
     big = I.head_scores_figure(_report(6, 12))
@@ -393,8 +394,13 @@ def test_curves_bars_and_table():
     assert "residual" in viz.alt_text(fig)
     with pytest.raises(ValueError, match="values"):
         I.curves([0, 1], {"a": [1, 2, 3]}, x_title="x", y_title="y", title="t")
-    b = I.bars(["a", "b"], [1.0, 2.0], x_title="part", y_title="size", title="t", highlight=[1])
+    b = I.bars(["the", "dog", "the"], [1.0, 2.0, 3.0], x_title="part", y_title="size", title="t", highlight=[1])
     assert b.data[0].marker.color[1] == viz.OKABE_ITO["orange"] and viz.alt_text(b)
+    assert list(b.data[0].x) == [0, 1, 2] and list(b.layout.xaxis.ticktext) == ["the", "dog", "the"]  # repeats kept
+    grouped = I.bars(["a", "b"], {"one": [1, 2], "two": torch.tensor([3.0, 4.0])}, x_title="x", y_title="p", title="t")
+    assert len(grouped.data) == 2 and grouped.layout.showlegend and "two: a 3" in viz.alt_text(grouped)
+    with pytest.raises(ValueError, match="labels"):
+        I.bars(["a"], [1, 2], x_title="x", y_title="y", title="t")
     t = I.promoted_tokens_table([("L1 #60", ["are", "read"], "verb (plural)")])
     assert t.data[0].type == "table" and "are, read" in viz.alt_text(t)
 

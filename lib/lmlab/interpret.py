@@ -183,7 +183,7 @@ def attention_patterns(model: Any, encoded: Encoded, batch_size: int = 256) -> n
     return torch.cat(out).float().numpy()
 
 
-def hf_attention_patterns(model: Any, tokenizer: Any, encoded: Encoded, batch_size: int = 64) -> np.ndarray:
+def hf_attention_patterns(model: Any, tokenizer: Any, encoded: Encoded, batch_size: int = 256) -> np.ndarray:
     """Attention patterns of a Hugging Face model (eager attention): ``(n, layers, heads, seq, seq)``.
 
     Rows are padded to the longest sentence; padding keys get (almost) zero weight.
@@ -816,6 +816,8 @@ def random_purity(vocab: Sequence[str], label: Callable[[str], str], k: int, n: 
 
 # --- figures ---------------------------------------------------------------------------------------
 
+_TOP_LEGEND = dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom")
+
 def head_scores_figure(report: HeadReport, *, what: str = "points to the target", title: str | None = None) -> go.Figure:
     """Bars: every head's accuracy on the held-out sites, the chosen head highlighted, the position-only
     baseline as a dashed line."""
@@ -829,16 +831,19 @@ def head_scores_figure(report: HeadReport, *, what: str = "points to the target"
     colors = [viz.OKABE_ITO["orange"] if i == chosen else viz.OKABE_ITO["blue"] for i in range(len(names))]
     fig = go.Figure(go.Bar(
         x=names, y=values, marker_color=colors, customdata=report.select_accuracy.reshape(-1),
+        name=f"each head (chosen: {report.name})",
         hovertemplate="head %{x}<br>held-out accuracy %{y:.3f}<br>selection split %{customdata:.3f}<extra></extra>"))
-    fig.add_hline(y=report.rule_test, line=dict(color=viz.TEXT, dash="dash", width=1.5),
-                  annotation=dict(text=f"position-only rule ({report.rule}): {report.rule_test:.2f}"),
-                  annotation_position="top left")
+    fig.add_trace(go.Scatter(
+        x=[names[0], names[-1]], y=[report.rule_test] * 2, mode="lines",
+        name=f"position-only rule ({report.rule}): {report.rule_test:.2f}",
+        line=dict(color=viz.TEXT, dash="dash", width=1.5),
+        hovertemplate=f"position-only rule ({report.rule})<br>held-out accuracy %{{y:.3f}}<extra></extra>"))
     alt = (f"Bar chart of how often each of {len(names)} attention heads {what} on {report.n_test} held-out sites. "
            f"The head chosen on a separate selection split, {report.name} (highlighted), scores "
            f"{report.chosen_test:.2f}; the best other head {report.best_other_test:.2f}; a dashed line marks the "
            f"best position-only rule, '{report.rule}', at {report.rule_test:.2f}.")
-    return viz._finish(fig, alt, title if title is not None else f"Which head {what}? (held-out sentences)",
-                       width=min(viz.WIDTH, 160 + 34 * len(names)), height=400, showlegend=False,
+    return viz._finish(fig, alt, title if title is not None else f"Which head {what}?",
+                       height=440, showlegend=True, legend=_TOP_LEGEND, margin=dict(l=70, r=30, t=110, b=60),
                        xaxis=dict(title=dict(text="head (layer, head)"), type="category",
                                   tickangle=-60 if len(names) > 16 else 0,
                                   tickfont=dict(size=9 if len(names) > 32 else 12)),
@@ -930,26 +935,53 @@ def curves(x: Sequence[float], series: dict[str, Any], *, x_title: str, y_title:
         ends = ", ".join(f"{n} goes from {np.asarray(v, dtype=float)[0]:.3g} to {np.asarray(v, dtype=float)[-1]:.3g}"
                          for n, v in series.items())
         alt = f"Line chart of {y_title} against {x_title}: {ends}."
-    return viz._finish(fig, alt, title, xaxis=dict(title=dict(text=x_title), type="log" if log_x else "linear"),
+    xaxis = dict(title=dict(text=x_title), type="log" if log_x else "linear")
+    if log_x:
+        xaxis.update(tickmode="array", tickvals=x, ticktext=[f"{v:g}" for v in x])
+    many = len(series) > 1
+    return viz._finish(fig, alt, title, xaxis=xaxis,
                        yaxis=dict(title=dict(text=y_title), type="log" if log_y else "linear", exponentformat="power"),
-                       legend=dict(x=0.02, xanchor="left", y=0.02, yanchor="bottom"), showlegend=len(series) > 1)
+                       legend=_TOP_LEGEND, showlegend=many, margin=dict(l=70, r=30, t=110 if many else 70, b=60))
 
 
 def bars(labels: Sequence[str], values: Any, *, x_title: str, y_title: str, title: str,
          highlight: Sequence[int] = (), alt: str | None = None) -> go.Figure:
-    """A plain bar chart (``highlight``: indices drawn in orange)."""
+    """A bar chart over ``labels`` (which may repeat, like the two "the" of a sentence).
+
+    ``values``: one value per label, or ``{series name: values}`` for grouped bars. ``highlight``:
+    indices drawn in orange (single series only).
+    """
     labels = [str(l) for l in labels]
-    y = np.asarray(values, dtype=float)
-    if y.shape != (len(labels),):
-        raise ValueError(f"values has shape {y.shape} for {len(labels)} labels")
+    series = values if isinstance(values, dict) else {"": values}
+    if not series:
+        raise ValueError("values is empty")
+    x = list(range(len(labels)))
+    custom = [viz._label(l) for l in labels]
+    fig = go.Figure()
     hi = set(int(i) for i in highlight)
-    colors = [viz.OKABE_ITO["orange"] if i in hi else viz.OKABE_ITO["blue"] for i in range(len(labels))]
-    fig = go.Figure(go.Bar(x=labels, y=y, marker_color=colors,
-                           hovertemplate=f"%{{x}}<br>{y_title} %{{y:.3g}}<extra></extra>"))
+    for i, (name, vals) in enumerate(series.items()):
+        y = np.asarray(vals.detach().cpu().numpy() if isinstance(vals, torch.Tensor) else vals, dtype=float)
+        if y.shape != (len(labels),):
+            raise ValueError(f"values{' ' + repr(name) if name else ''} has shape {y.shape} for {len(labels)} labels")
+        if len(series) == 1:
+            color = [viz.OKABE_ITO["orange"] if j in hi else viz.OKABE_ITO["blue"] for j in x]
+            marker = dict(color=color)
+        else:
+            marker = dict(color=viz.COLORWAY[i % len(viz.COLORWAY)], pattern=dict(shape=["", "/", "x", "."][i % 4]))
+        fig.add_trace(go.Bar(x=x, y=y, name=name, marker=marker, customdata=custom,
+                             hovertemplate=f"<b>%{{customdata}}</b><br>{name + ': ' if name else ''}{y_title} "
+                                           "%{y:.3g}<extra></extra>"))
     if alt is None:
-        alt = f"Bar chart of {y_title} for each {x_title}: " + ", ".join(f"{l} {v:.3g}" for l, v in zip(labels[:12], y[:12])) + "."
-    return viz._finish(fig, alt, title, showlegend=False, xaxis=dict(title=dict(text=x_title), type="category"),
-                       yaxis=dict(title=dict(text=y_title)))
+        parts = []
+        for name, vals in series.items():
+            y = np.asarray(vals.detach().cpu().numpy() if isinstance(vals, torch.Tensor) else vals, dtype=float)
+            parts.append((f"{name}: " if name else "") + ", ".join(f"{l} {v:.3g}" for l, v in zip(labels[:12], y[:12])))
+        alt = f"Bar chart of {y_title} for each {x_title}. " + "; ".join(parts) + "."
+    crowded = len(labels) > 8 or sum(len(l) for l in labels) > 60
+    return viz._finish(fig, alt, title, showlegend=len(series) > 1, barmode="group",
+                       xaxis=viz._token_axis(custom, title=dict(text=x_title), tickangle=-30 if crowded else 0),
+                       yaxis=dict(title=dict(text=y_title)), legend=_TOP_LEGEND,
+                       margin=dict(l=70, r=30, t=110 if len(series) > 1 else 70, b=60))
 
 
 def promoted_tokens_table(rows: Sequence[tuple[str, Sequence[str], str]], *, title: str | None = None) -> go.Figure:
@@ -980,86 +1012,75 @@ def architecture_svg() -> str:
     """A hand-drawn SVG of the three transformer families (encoder-only, encoder-decoder as in
     Vaswani et al. 2017, decoder-only), with ``role="img"``, a ``<title>`` and a ``<desc>``."""
     parts: list[str] = []
+    W, H, GAP = 146, 40, 16          # sublayer box width and height, gap between boxes
 
-    def box(x, y, w, h, text, kind, sub=""):
-        parts.append(f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="6" fill="{_FILL[kind]}" stroke="#6b7280"/>')
-        ty = y + h / 2 + (-3 if sub else 5)
-        parts.append(f'<text x="{x + w / 2}" y="{ty}" text-anchor="middle" font-size="13">{html.escape(text)}</text>')
+    def text(x, y, s, size=12, anchor="middle", fill="#1f2328", weight="400"):
+        parts.append(f'<text x="{x}" y="{y}" text-anchor="{anchor}" font-size="{size}" fill="{fill}" '
+                     f'font-weight="{weight}">{html.escape(s)}</text>')
+
+    def box(x, y, label, kind, sub="", h=H, size=12):
+        parts.append(f'<rect x="{x}" y="{y}" width="{W}" height="{h}" rx="6" fill="{_FILL[kind]}" stroke="#6b7280"/>')
+        ty = y + h / 2 + (-3 if sub else 4)
+        text(x + W / 2, ty, label, size=size)
         if sub:
-            parts.append(f'<text x="{x + w / 2}" y="{ty + 15}" text-anchor="middle" font-size="11" '
-                         f'fill="#4b5563">{html.escape(sub)}</text>')
+            text(x + W / 2, ty + 14, sub, size=10.5, fill="#4b5563")
 
-    def arrow(x1, y1, x2, y2, dashed=False):
-        dash = ' stroke-dasharray="4 3"' if dashed else ""
-        parts.append(f'<line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" stroke="#374151" stroke-width="1.4"{dash} '
+    def arrow(x1, y1, x2, y2):
+        parts.append(f'<line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" stroke="#374151" stroke-width="1.4" '
                      'marker-end="url(#arrow)"/>')
 
     def skip(x, y_from, y_to):
-        """A residual connection: a line on the left of a sublayer, joining at a circled plus."""
-        parts.append(f'<path d="M{x + 2} {y_from} H{x - 12} V{y_to} H{x - 2}" fill="none" stroke="#0072B2" '
-                     'stroke-width="1.4"/>')
-        parts.append(f'<circle cx="{x - 12}" cy="{y_to}" r="6" fill="#ffffff" stroke="#0072B2"/>')
-        parts.append(f'<text x="{x - 12}" y="{y_to + 4}" text-anchor="middle" font-size="11" fill="#0072B2">+</text>')
+        """A residual connection on the left of a sublayer, joining the stream at a circled plus."""
+        parts.append(f'<path d="M{x + W / 2} {y_from} H{x - 12} V{y_to} H{x + W / 2 - 7}" fill="none" '
+                     'stroke="#0072B2" stroke-width="1.3"/>')
+        parts.append(f'<circle cx="{x + W / 2}" cy="{y_to}" r="6" fill="#ffffff" stroke="#0072B2"/>')
+        text(x + W / 2, y_to + 4, "+", size=11, fill="#0072B2")
 
     def stack(x, top, sublayers, label):
-        """A stack of sublayers drawn bottom-up inside a frame; returns (bottom y, top y)."""
-        w, h, gap = 150, 40, 16
-        height = len(sublayers) * (h + gap) + gap
-        parts.append(f'<rect x="{x - 22}" y="{top}" width="{w + 34}" height="{height}" rx="10" fill="none" '
+        """Sublayers drawn bottom-up inside a dashed frame; returns (bottom, top) of the frame."""
+        height = len(sublayers) * (H + GAP) + GAP
+        parts.append(f'<rect x="{x - 22}" y="{top}" width="{W + 34}" height="{height}" rx="10" fill="none" '
                      'stroke="#9ca3af" stroke-dasharray="5 4"/>')
-        parts.append(f'<text x="{x + w + 6}" y="{top + 14}" text-anchor="end" font-size="11" fill="#4b5563">'
-                     f'{html.escape(label)}</text>')
-        y = top + height - gap - h
-        for text, kind, sub in sublayers:
-            box(x, y, w, h, text, kind, sub)
-            skip(x, y + h + 8, y - 6)
-            y -= h + gap
+        text(x + W + 8, top + height - 5, label, size=11, anchor="end", fill="#4b5563")
+        parts.append(f'<line x1="{x + W / 2}" y1="{top + height}" x2="{x + W / 2}" y2="{top}" stroke="#374151" '
+                     'stroke-width="1.4"/>')      # the stream, behind the boxes
+        y = top + height - GAP - H
+        for label_, kind, sub in sublayers:
+            box(x, y, label_, kind, sub)
+            skip(x, y + H + GAP - 3, y - GAP / 2)
+            y -= H + GAP
         return top + height, top
+
+    def column(x, top, sublayers, label, out_label, out_sub, words, out_y=130):
+        bottom, top = stack(x, top, sublayers, label)
+        box(x, 400, "embeddings + positions", "io", h=34, size=11)
+        arrow(x + W / 2, 400, x + W / 2, bottom + 2)
+        text(x + W / 2, 456, words)
+        if out_label:
+            box(x, out_y, out_label, "io", out_sub)
+            arrow(x + W / 2, top, x + W / 2, out_y + H + 2)
+        return bottom, top
 
     parts.append('<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
                  'orient="auto-start-reverse"><path d="M0 0 L10 5 L0 10 z" fill="#374151"/></marker></defs>')
-    columns = [
-        (40, "Encoder-only (BERT)", "every word sees every word"),
-        (300, "Encoder-decoder (the original)", "Vaswani et al. 2017"),
-        (600, "Decoder-only (GPT)", "each word sees only the past"),
-    ]
-    for x, title, sub in columns:
-        cx = x + 75 if x != 300 else x + 160
-        parts.append(f'<text x="{cx}" y="24" text-anchor="middle" font-size="15" font-weight="600">{title}</text>')
-        parts.append(f'<text x="{cx}" y="42" text-anchor="middle" font-size="12" fill="#4b5563">{sub}</text>')
+    A, B_ENC, B_DEC, C = 36, 244, 434, 640
+    for cx, title, sub in ((A + W / 2, "Encoder-only (BERT)", "every word sees every word"),
+                           ((B_ENC + B_DEC + W) / 2, "Encoder-decoder (the original)", "Vaswani et al. 2017"),
+                           (C + W / 2, "Decoder-only (GPT)", "each word sees only the past")):
+        text(cx, 24, title, size=15, weight="600")
+        text(cx, 42, sub, size=12, fill="#4b5563")
     enc = [("self-attention", "attn", "+ layer norm"), ("feed-forward", "ffn", "+ layer norm")]
     dec = [("masked self-attention", "masked", "+ layer norm"), ("feed-forward", "ffn", "+ layer norm")]
     cross_dec = [("masked self-attention", "masked", "+ layer norm"),
                  ("cross-attention", "cross", "keys, values: encoder"), ("feed-forward", "ffn", "+ layer norm")]
-    base_y = 400
-    # encoder-only
-    bottom, top = stack(40, 205, enc, "× N layers")
-    box(40, base_y, 150, 34, "embeddings + positions", "io")
-    arrow(115, base_y, 115, bottom + 2)
-    box(40, 130, 150, 40, "one vector per word", "io", "e.g. fill in [MASK]")
-    arrow(115, top, 115, 172)
-    parts.append(f'<text x="115" y="{base_y + 56}" text-anchor="middle" font-size="12">the dog [MASK] .</text>')
-    # encoder-decoder
-    bottom, top = stack(270, 205, enc, "× N")
-    box(270, base_y, 150, 34, "embeddings + positions", "io")
-    arrow(345, base_y, 345, bottom + 2)
-    parts.append(f'<text x="345" y="{base_y + 56}" text-anchor="middle" font-size="12">source: der Hund bellt</text>')
-    dbottom, dtop = stack(460, 149, cross_dec, "× N")
-    box(460, base_y, 150, 34, "embeddings + positions", "io")
-    arrow(535, base_y, 535, dbottom + 2)
-    parts.append(f'<text x="535" y="{base_y + 56}" text-anchor="middle" font-size="12">target so far: the dog</text>')
-    # encoder output feeds every cross-attention
-    parts.append(f'<path d="M345 {top} V185 H420 V{149 + 16 + 56 + 20} H458" fill="none" stroke="#CC79A7" '
-                 'stroke-width="1.6" marker-end="url(#arrow)"/>')
-    box(460, 76, 150, 40, "linear + softmax", "io", "next word: barks")
-    arrow(535, dtop, 535, 118)
-    # decoder-only
-    bottom, top = stack(620, 205, dec, "× N layers")
-    box(620, base_y, 150, 34, "embeddings + positions", "io")
-    arrow(695, base_y, 695, bottom + 2)
-    box(620, 130, 150, 40, "linear + softmax", "io", "next word: barks")
-    arrow(695, top, 695, 172)
-    parts.append(f'<text x="695" y="{base_y + 56}" text-anchor="middle" font-size="12">the dog</text>')
+    column(A, 205, enc, "× N layers", "one vector per word", "e.g. fill in [MASK]", "the dog [MASK] .")
+    _, enc_top = column(B_ENC, 205, enc, "× N", "", "", "source: der Hund bellt")
+    column(B_DEC, 149, cross_dec, "× N", "linear + softmax", "next word: barks", "target so far: the dog", out_y=76)
+    column(C, 205, dec, "× N layers", "linear + softmax", "next word: barks", "the dog")
+    # the encoder's output feeds the cross-attention of every decoder layer
+    cross_y = 149 + GAP + H + GAP + H / 2
+    parts.append(f'<path d="M{B_ENC + W / 2} {enc_top} V185 H{B_ENC + W + 16} V{cross_y} H{B_DEC - 2}" fill="none" '
+                 'stroke="#CC79A7" stroke-width="1.8" marker-end="url(#arrow)"/>')
     title = "Three ways to build a transformer"
     desc = ("Three diagrams side by side. Left, encoder-only (BERT): words become embeddings plus positions, pass "
             "through N layers of self-attention, where every word sees every word, and a feed-forward network, each "
@@ -1069,8 +1090,8 @@ def architecture_svg() -> str:
             "cross-attention whose keys and values come from the encoder's output, then a feed-forward network, and "
             "ends in a linear layer and softmax that predict the next target word. Right, decoder-only (GPT): the "
             "decoder without cross-attention; masked self-attention lets each word see only earlier words, and the "
-            "last layer predicts the next word. Blue lines with a plus sign are the residual connections.")
-    return ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 820 470" width="100%" style="max-width:820px;'
+            "last layer predicts the next word. Blue lines ending in a plus sign are the skip (residual) connections.")
+    return ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 810 470" width="100%" style="max-width:810px;'
             'background:#ffffff;font-family:system-ui,-apple-system,Segoe UI,Roboto,Arial,sans-serif" role="img" '
             'aria-labelledby="arch-title arch-desc">'
             f'<title id="arch-title">{html.escape(title)}</title><desc id="arch-desc">{html.escape(desc)}</desc>'
