@@ -172,7 +172,7 @@ def test_distribution_bars_orders_by_the_last_distribution():
         measure.distribution_bars({})
 
 
-def test_sampling_figure_has_one_frame_per_step(lang):
+def test_sampling_figure_has_one_slider_step_per_draw(lang):
     steps, prefix = [], []
     rng = np.random.default_rng(1)
     while not prefix or prefix[-1] != ".":
@@ -181,11 +181,16 @@ def test_sampling_figure_has_one_frame_per_step(lang):
         steps.append((list(prefix), dist, word))
         prefix.append(word)
     fig = measure.sampling_figure(steps, k=5)
-    assert len(fig.frames) == len(steps) and len(fig.layout.sliders[0].steps) == len(steps)
-    for frame, (_, dist, word) in zip(fig.frames, steps):
-        bar = frame.data[0]
-        assert word in bar.customdata  # the drawn word is always shown ...
-        assert bar.marker.color[list(bar.customdata).index(word)] == viz.OKABE_ITO["vermillion"]  # ... highlighted
+    assert not fig.frames  # no animation frames: the page opens on step 1
+    slider = fig.layout.sliders[0]
+    assert len(slider.steps) == len(steps) and slider.active == 0
+    assert list(fig.data[0].customdata) == list(slider.steps[0].args[0]["customdata"][0])
+    for slider_step, (_, dist, word) in zip(slider.steps, steps):
+        data, layout = slider_step.args
+        shown, colors = data["customdata"][0], data["marker.color"][0]
+        assert word in shown  # the drawn word is always shown ...
+        assert colors[list(shown).index(word)] == viz.OKABE_ITO["vermillion"]  # ... highlighted
+        assert f"drew “{word}”" in layout["title.text"]
     assert " ".join(prefix) in viz.alt_text(fig)
     with pytest.raises(ValueError, match="not in its distribution"):
         measure.sampling_figure([([], {"a": 1.0}, "b")])
@@ -205,10 +210,25 @@ def test_surprisal_figure_and_sparsity_figure():
 
 # --- scores -----------------------------------------------------------------------------------------
 
+def test_order_figure():
+    fig = measure.order_figure({"a": [3.0, 2.0, 1.5], "b": [3.0, 2.5, 2.4]}, floor=1.0, legend="lower left")
+    assert [tr.name for tr in fig.data] == ["a", "b"] and list(fig.data[0].x) == [1, 2, 3]
+    assert fig.layout.legend.x == 0.02 and fig.layout.xaxis.dtick == 1
+    assert "entropy floor" in viz.alt_text(fig)
+    fig = measure.order_figure({"a": [2.0, 1.0]}, orders=[3, 5])
+    assert list(fig.data[0].x) == [3, 5]
+    with pytest.raises(ValueError, match="2 values for 3 orders"):
+        measure.order_figure({"a": [2.0, 1.0]}, orders=[1, 2, 3])
+    with pytest.raises(ValueError, match="legend"):
+        measure.order_figure({"a": [1.0]}, legend="middle")
+
+
 def test_score_nll_by_hand():
     s = measure.score_nll([np.array([1.0, 2.0]), np.array([3.0])], name="m")
     assert s.cross_entropy == pytest.approx(2.0) and s.perplexity == pytest.approx(math.exp(2.0))
     assert s.n_tokens == 3 and s.n_sentences == 2 and s.zeros == 0
+    assert "nats per token" in str(s) and s.unit == "token"
+    assert "nats per word" in str(measure.score_nll([np.array([1.0])], unit="word"))
     inf = measure.score_nll([np.array([1.0, np.inf])])
     assert math.isinf(inf.cross_entropy) and math.isinf(inf.perplexity) and inf.zeros == 1
     with pytest.raises(ValueError, match=">= 0"):
@@ -261,8 +281,12 @@ def test_comparison_table(corpus, lang, words):
     assert "2-gram" in str(table)
     fig = measure.comparison_figure(table)
     assert list(fig.data[0].x) == ["1-gram", "2-gram", "exact (the grammar)"]
+    assert table.unit == "word" and "nats per word" in html
     with pytest.raises(ValueError, match="different texts"):
         measure.comparison_table([scores[0], measure.exact_score(lang, test[:5])], floor)
+    per_token = measure.score_nll(scores[0].token_nll, name="same numbers, per token", unit="token")
+    with pytest.raises(ValueError, match="different units"):
+        measure.comparison_table([scores[0], per_token], floor)
     with pytest.raises(KeyError, match="no row"):
         table.row("MLP")
 

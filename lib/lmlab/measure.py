@@ -6,7 +6,8 @@ models and tokenizers) and returns numbers, small dataclasses or plotly figures 
 
 Counting
     :func:`fit_ngrams` fits n-gram models of several orders from one count (the tables of the highest
-    order contain every lower one); :func:`unseen_rates` measures sparsity: the share of held-out
+    order contain every lower one); :func:`with_counts` gives a model of another order or smoothing
+    that shares those counts; :func:`unseen_rates` measures sparsity: the share of held-out
     positions whose context (or whole n-gram) never occurs in the training text;
     :func:`unseen_context_mask` marks, token by token, which held-out contexts were never seen.
 Zipf
@@ -14,16 +15,20 @@ Zipf
     :func:`zipf_figure`.
 Tokens
     :func:`tokenization_lengths`: vocabulary size against sequence length; :func:`tokenization_figure`.
+Distributions
+    :func:`next_word_distribution` (any n-gram or neural model, as ``{word: p}``) and
+    :func:`distribution_bars` (several distributions side by side).
 Surprise, cross-entropy and perplexity
     :func:`evaluate` scores every held-out token with its whole sentence in context (through
     :func:`lmlab.data.evaluate_sentences`; n-gram models are memoised per context, which makes them
     fast); :func:`exact_score` does the same for the toy language's exact probabilities. A
-    :class:`Score` holds the cross-entropy (mean surprise, nats per token), the perplexity
+    :class:`Score` holds the cross-entropy (mean surprise, nats per token or word), the perplexity
     ``exp(cross-entropy)`` and a standard error with sentences as the independent units.
     :func:`comparison_table` puts scores side by side with the entropy floor.
 Figures
     :func:`sampling_figure` (the distribution at each step of a sampled sentence, with a slider),
-    :func:`surprisal_figure`, :func:`sparsity_figure`, :func:`comparison_figure`.
+    :func:`surprisal_figure`, :func:`sparsity_figure`, :func:`order_figure` (loss against the n-gram
+    order), :func:`comparison_figure`.
 Exercise
     :func:`check_ngram_perplexity` checks ``ngram_perplexity(n, train, test, vocab_size) -> float``.
 """
@@ -48,7 +53,7 @@ __all__ = [
     "tokenization_lengths", "tokenization_figure",
     "next_word_distribution", "distribution_bars", "sampling_figure", "surprisal_figure",
     "Score", "score_nll", "evaluate", "exact_score", "perplexity", "ComparisonTable", "comparison_table",
-    "comparison_figure", "check_ngram_perplexity",
+    "comparison_figure", "order_figure", "LEGEND_PLACES", "check_ngram_perplexity",
 ]
 
 
@@ -81,6 +86,15 @@ def _rows(rows: Any, name: str) -> list[list[int]]:
         raise TypeError(f"{name} must be a list of id sequences (one per sentence), got one flat sequence; "
                         "wrap it in a list")
     return [_id_list(r, name) for r in rows]
+
+
+LEGEND_PLACES = {
+    "upper right": dict(x=0.98, xanchor="right", y=0.98, yanchor="top"),
+    "upper center": dict(x=0.5, xanchor="center", y=0.98, yanchor="top"),
+    "upper left": dict(x=0.02, xanchor="left", y=0.98, yanchor="top"),
+    "lower right": dict(x=0.98, xanchor="right", y=0.08, yanchor="bottom"),
+    "lower left": dict(x=0.02, xanchor="left", y=0.08, yanchor="bottom"),
+}
 
 
 # --- counting: n-grams and sparsity ---------------------------------------------------------------
@@ -285,8 +299,8 @@ def zipf_figure(rf: RankFrequency, fit: ZipfFit | None = None, title: str | None
             hovertemplate=f"fitted line, slope {fit.slope:.2f}<extra></extra>"))
         alt += f" A dashed least-squares line over ranks {fit.min_rank} to {fit.max_rank} has slope {fit.slope:.2f}."
     return viz._finish(fig, alt, title if title is not None else "Rank against frequency (log-log)",
-                       xaxis=dict(title=dict(text="rank (1 = most frequent)"), type="log"),
-                       yaxis=dict(title=dict(text="count"), type="log"),
+                       xaxis=dict(title=dict(text="rank (1 = most frequent)"), type="log", dtick=1),
+                       yaxis=dict(title=dict(text="count"), type="log", dtick=1),
                        legend=dict(x=0.98, xanchor="right", y=0.98, yanchor="top"))
 
 
@@ -333,8 +347,12 @@ def tokenization_figure(rows: Sequence[Mapping[str, Any]], title: str | None = N
     alt = ("Line chart of the mean number of tokens per sentence against vocabulary size (log scale): "
            + "; ".join(f"{r['name']} {r['vocab_size']} types, {r['tokens_per_sentence']:.1f} tokens" for r in rows)
            + ". Larger vocabularies give shorter sequences.")
+    lo, hi = rows[0]["vocab_size"], rows[-1]["vocab_size"]
+    ticks = [t for t in (10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000)
+             if lo / 1.5 <= t <= hi * 1.5]
     return viz._finish(fig, alt, title if title is not None else "Vocabulary size against sequence length",
-                       xaxis=dict(title=dict(text="vocabulary size (log scale)"), type="log"),
+                       xaxis=dict(title=dict(text="vocabulary size (log scale)"), type="log", tickvals=ticks,
+                                  ticktext=[f"{t:,}" for t in ticks]),
                        yaxis=dict(title=dict(text="tokens per sentence"), rangemode="tozero"),
                        showlegend=False, margin=dict(r=110))
 
@@ -401,19 +419,19 @@ def distribution_bars(distributions: Mapping[str, Mapping[str, float]], k: int =
 
 # --- sampling, token by token ---------------------------------------------------------------------
 
-def sampling_figure(steps: Sequence[tuple[Sequence[str], Mapping[str, float], str]], k: int = 8,
-                    title: str | None = None) -> go.Figure:
+def sampling_figure(steps: Sequence[tuple[Sequence[str], Mapping[str, float], str]], k: int = 8) -> go.Figure:
     """The next-token distribution at each step of a sampled sentence, one step per slider position.
 
     ``steps`` is a list of ``(prefix, distribution, chosen)``: the words so far, the distribution of
-    the next word (``dict[str, float]``) and the word that was drawn. Each frame shows the ``k``
-    most probable words (and the chosen one if it is rarer), the chosen word highlighted.
+    the next word (``dict[str, float]``) and the word that was drawn. Each step shows the ``k`` most
+    probable words (and the chosen one if it is rarer), the chosen word highlighted. The slider
+    restyles one bar trace (no animation frames), so the figure opens on step 1, also in static HTML.
     """
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
     if not steps:
         raise ValueError("steps is empty: pass [(prefix, distribution, chosen), ...]")
-    frames, ymax = [], 0.0
+    views, ymax = [], 0.0
     for i, step in enumerate(steps):
         try:
             prefix, dist, chosen = step
@@ -427,26 +445,25 @@ def sampling_figure(steps: Sequence[tuple[Sequence[str], Mapping[str, float], st
         probs = [float(dist[w]) for w in words]
         ymax = max(ymax, max(probs))
         colors = [viz.OKABE_ITO["vermillion"] if w == chosen else viz.OKABE_ITO["sky_blue"] for w in words]
-        shown = " ".join(prefix) if len(prefix) else "(start)"
-        frames.append((words, probs, colors, f"Step {i + 1}: after “{shown}” it drew “{chosen}” "
-                       f"(p = {dist[chosen]:.2f})"))
+        prefix = list(prefix)
+        shown = " ".join(prefix[-4:]) if prefix else "(start)"
+        shown = ("… " if len(prefix) > 4 else "") + shown
+        title = f"Step {i + 1}: after “{shown}” it drew “{chosen}” (p = {dist[chosen]:.2f})"
+        views.append(dict(x=[viz._label(w) for w in words], y=probs, colors=colors, words=words, title=title))
 
-    def bar(words, probs, colors):
-        return go.Bar(x=[viz._label(w) for w in words], y=probs, marker_color=colors, customdata=words,
-                      hovertemplate="<b>%{customdata}</b><br>p = %{y:.3f}<extra></extra>")
-
-    fig = go.Figure(bar(*frames[0][:3]))
-    fig.frames = [go.Frame(data=[bar(*f[:3])], name=str(i), layout=dict(title=dict(text=f[3])))
-                  for i, f in enumerate(frames)]
-    slider = dict(active=0, currentvalue=dict(prefix="step "), pad=dict(t=50),
-                  steps=[dict(label=str(i + 1), method="animate",
-                              args=[[str(i)], dict(mode="immediate", frame=dict(duration=0, redraw=True),
-                                                   transition=dict(duration=0))]) for i in range(len(frames))])
+    first = views[0]
+    fig = go.Figure(go.Bar(x=first["x"], y=first["y"], marker_color=first["colors"], customdata=first["words"],
+                           hovertemplate="<b>%{customdata}</b><br>p = %{y:.3f}<extra></extra>"))
+    slider = dict(active=0, currentvalue=dict(prefix="step "), pad=dict(t=50), steps=[
+        dict(label=str(i + 1), method="update",
+             args=[{"x": [v["x"]], "y": [v["y"]], "marker.color": [v["colors"]], "customdata": [v["words"]]},
+                   {"title.text": v["title"]}])
+        for i, v in enumerate(views)])
     sentence = " ".join(s[2] for s in steps)
-    alt = (f"Bar chart with a slider over the {len(frames)} steps of sampling the sentence '{sentence}'. "
+    alt = (f"Bar chart with a slider over the {len(views)} steps of sampling the sentence '{sentence}'. "
            "Each step shows the most probable next words, the drawn word highlighted: "
            + "; ".join(f"{s[2]} (p = {s[1][s[2]]:.2f})" for s in steps) + ".")
-    return viz._finish(fig, alt, title if title is not None else frames[0][3], sliders=[slider],
+    return viz._finish(fig, alt, first["title"], sliders=[slider],
                        xaxis=dict(title=dict(text="next word"), type="category"),
                        yaxis=dict(title=dict(text="probability"), range=[0, 1.05 * ymax]),
                        showlegend=False, height=500, margin=dict(b=40))
@@ -454,12 +471,16 @@ def sampling_figure(steps: Sequence[tuple[Sequence[str], Mapping[str, float], st
 
 # --- surprise -------------------------------------------------------------------------------------
 
-def surprisal_figure(tokens: Sequence[str], nll: Mapping[str, Any], title: str | None = None) -> go.Figure:
+def surprisal_figure(tokens: Sequence[str], nll: Mapping[str, Any], title: str | None = None,
+                     legend: str = "upper left") -> go.Figure:
     """Grouped bars of the surprise ``-log p`` (nats) of each token under one or more models.
 
     ``tokens`` is the sentence; ``nll`` maps a model name to its per-token values ``(len(tokens),)``.
-    The legend gives each model's mean: its cross-entropy on this sentence.
+    The legend (placed as in :data:`LEGEND_PLACES`; a sentence's first words are usually the least
+    surprising, hence upper left) gives each model's mean: its cross-entropy on this sentence.
     """
+    if legend not in LEGEND_PLACES:
+        raise ValueError(f"legend must be one of {sorted(LEGEND_PLACES)}, got {legend!r}")
     words = viz._tokens(tokens)
     if not isinstance(nll, Mapping) or not nll:
         raise ValueError("nll must be a non-empty dict {model name: per-token surprise}")
@@ -479,7 +500,7 @@ def surprisal_figure(tokens: Sequence[str], nll: Mapping[str, Any], title: str |
     return viz._finish(fig, alt, title if title is not None else "Surprise, word by word", barmode="group",
                        xaxis=dict(title=dict(text="word"), **viz._token_axis(words)),
                        yaxis=dict(title=dict(text="surprise −log p (nats)"), rangemode="tozero"),
-                       legend=dict(x=0.98, xanchor="right", y=0.98, yanchor="top"))
+                       legend=LEGEND_PLACES[legend])
 
 
 # --- cross-entropy, perplexity and the comparison table --------------------------------------------
@@ -505,14 +526,18 @@ class Score:
     se: float
     zeros: int
     token_nll: list[np.ndarray] = field(repr=False)
+    unit: str = "token"
 
     def __str__(self) -> str:
-        return (f"{self.name}: cross-entropy {self.cross_entropy:.3f} nats/token, perplexity {self.perplexity:.2f} "
-                f"({self.n_tokens:,} tokens)")
+        return (f"{self.name}: cross-entropy {self.cross_entropy:.3f} nats per {self.unit}, "
+                f"perplexity {self.perplexity:.2f} ({self.n_tokens:,} {self.unit}s)")
 
 
-def score_nll(token_nll: Sequence[Any], name: str = "model") -> Score:
-    """A :class:`Score` from per-token surprises, one array per sentence (nats)."""
+def score_nll(token_nll: Sequence[Any], name: str = "model", unit: str = "token") -> Score:
+    """A :class:`Score` from per-token surprises, one array per sentence (nats); ``unit`` names what one
+    entry is (``"token"``, ``"word"``, ``"character"``)."""
+    if not isinstance(unit, str) or not unit:
+        raise ValueError(f"unit must be a non-empty string such as 'token' or 'word', got {unit!r}")
     arrays = [np.asarray(a, dtype=np.float64).reshape(-1) for a in token_nll]
     if not arrays or not any(len(a) for a in arrays):
         raise ValueError("token_nll is empty: pass one array of surprises per sentence")
@@ -528,7 +553,7 @@ def score_nll(token_nll: Sequence[Any], name: str = "model") -> Score:
     else:
         se = math.nan
     zeros = int(sum(np.isinf(a).sum() for a in arrays))
-    return Score(str(name), ce, perplexity(ce) if math.isfinite(ce) else math.inf, n, s, se, zeros, arrays)
+    return Score(str(name), ce, perplexity(ce) if math.isfinite(ce) else math.inf, n, s, se, zeros, arrays, unit)
 
 
 class _MemoNGram:
@@ -577,14 +602,14 @@ def evaluate(model: Any, tokenizer: Any, sentences: Sequence[Any], name: str | N
 
     scored = _memo(model) if isinstance(model, NGramLM) else model
     nll = evaluate_sentences(scored, tokenizer, sentences, per=per, **kwargs)
-    return score_nll(nll, name if name is not None else type(model).__name__)
+    return score_nll(nll, name if name is not None else type(model).__name__, unit=per)
 
 
 def exact_score(lang: Any, sentences: Sequence[Any], name: str = "exact (the grammar)") -> Score:
     """The toy language's own probabilities as a model: every word scored given its sentence so far."""
     from .data import exact_token_nll
 
-    return score_nll(exact_token_nll(lang, sentences), name)
+    return score_nll(exact_token_nll(lang, sentences), name, unit="word")
 
 
 @dataclass
@@ -596,6 +621,7 @@ class ComparisonTable:
     floor: float
     n_tokens: int
     n_sentences: int
+    unit: str = "token"
 
     def row(self, model: str) -> dict:
         for r in self.rows:
@@ -615,16 +641,18 @@ class ComparisonTable:
         return str(self)
 
     def _repr_html_(self) -> str:
+        num = 'style="text-align: right"'
         cells = []
         for r in self.rows:
-            cells.append(f"<tr><td>{html.escape(r['model'])}</td><td>{r['cross_entropy']:.3f}</td>"
-                         f"<td>{r['perplexity']:.2f}</td><td>{r['gap']:+.3f}</td></tr>")
-        cells.append(f"<tr><td><em>entropy floor</em></td><td><em>{self.floor:.3f}</em></td>"
-                     f"<td><em>{math.exp(self.floor):.2f}</em></td><td><em>0</em></td></tr>")
-        return ('<table class="lmlab-table"><caption>Held-out cross-entropy (nats per word), perplexity and gap '
-                f"to the entropy floor, on {self.n_tokens:,} words in {self.n_sentences:,} sentences</caption>"
-                "<thead><tr><th>model</th><th>cross-entropy</th><th>perplexity</th><th>gap to floor</th></tr>"
-                "</thead><tbody>" + "".join(cells) + "</tbody></table>")
+            cells.append(f"<tr><td>{html.escape(r['model'])}</td><td {num}>{r['cross_entropy']:.3f}</td>"
+                         f"<td {num}>{r['perplexity']:.2f}</td><td {num}>{r['gap']:+.3f}</td></tr>")
+        cells.append(f"<tr><td><em>entropy floor</em></td><td {num}><em>{self.floor:.3f}</em></td>"
+                     f"<td {num}><em>{math.exp(self.floor):.2f}</em></td><td {num}><em>0</em></td></tr>")
+        return (f'<table class="table lmlab-table"><caption>Held-out cross-entropy (nats per {self.unit}), '
+                f"perplexity and gap to the entropy floor, on {self.n_tokens:,} {self.unit}s in "
+                f"{self.n_sentences:,} sentences</caption><thead><tr><th>model</th><th {num}>cross-entropy</th>"
+                f"<th {num}>perplexity</th><th {num}>gap to floor</th></tr></thead><tbody>"
+                + "".join(cells) + "</tbody></table>")
 
 
 def comparison_table(scores: Sequence[Score], floor: float) -> ComparisonTable:
@@ -638,10 +666,14 @@ def comparison_table(scores: Sequence[Score], floor: float) -> ComparisonTable:
     if len(sizes) != 1:
         raise ValueError(f"the scores were measured on different texts (tokens, sentences): {sorted(sizes)}; "
                          "score every model on the same held-out sentences, per word")
+    units = {s.unit for s in scores}
+    if len(units) != 1:
+        raise ValueError(f"the scores are in different units {sorted(units)}: cross-entropies per word and per "
+                         "token do not compare; score every model per word (evaluate(..., per='word'))")
     rows = [{"model": s.name, "cross_entropy": s.cross_entropy, "perplexity": s.perplexity,
              "gap": s.cross_entropy - floor, "se": s.se} for s in scores]
     n_tokens, n_sentences = sizes.pop()
-    return ComparisonTable(rows, float(floor), n_tokens, n_sentences)
+    return ComparisonTable(rows, float(floor), n_tokens, n_sentences, units.pop())
 
 
 def comparison_figure(table: ComparisonTable, title: str | None = None) -> go.Figure:
@@ -651,20 +683,47 @@ def comparison_figure(table: ComparisonTable, title: str | None = None) -> go.Fi
     names = [r["model"] for r in table.rows]
     ce = [r["cross_entropy"] for r in table.rows]
     fig = go.Figure(go.Bar(
-        x=names, y=ce, marker_color=viz.OKABE_ITO["blue"],
+        x=names, y=ce, marker_color=viz.OKABE_ITO["blue"], showlegend=False,
         error_y=dict(type="data", array=[1.96 * r["se"] for r in table.rows], visible=True, color=viz.TEXT),
         customdata=[[r["perplexity"], r["gap"]] for r in table.rows],
         hovertemplate="<b>%{x}</b><br>cross-entropy %{y:.3f} nats<br>perplexity %{customdata[0]:.2f}"
                       "<br>gap to floor %{customdata[1]:+.3f}<extra></extra>"))
-    fig.add_hline(y=table.floor, line=dict(color=viz.TEXT, dash="dash", width=1.5),
-                  annotation=dict(text=f"entropy floor {table.floor:.3f}"), annotation_position="top right")
-    alt = ("Bar chart of held-out cross-entropy in nats per word: "
+    floor_line = dict(color=viz.TEXT, dash="dash", width=1.5)
+    fig.add_hline(y=table.floor, line=floor_line)
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=floor_line,  # names the line in the legend
+                             name=f"entropy floor {table.floor:.3f}"))
+    alt = (f"Bar chart of held-out cross-entropy in nats per {table.unit}: "
            + ", ".join(f"{n} {c:.3f}" for n, c in zip(names, ce))
            + f". A dashed line marks the entropy floor at {table.floor:.3f}.")
     return viz._finish(fig, alt, title if title is not None else "Held-out cross-entropy against the floor",
                        xaxis=dict(title=dict(text="model"), type="category"),
-                       yaxis=dict(title=dict(text="cross-entropy (nats per word)"), rangemode="tozero"),
-                       showlegend=False)
+                       yaxis=dict(title=dict(text=f"cross-entropy (nats per {table.unit})"), rangemode="tozero"),
+                       showlegend=True, legend=LEGEND_PLACES["upper right"])
+
+
+
+
+def order_figure(curves: Mapping[str, Sequence[float]], orders: Sequence[int] | None = None, *,
+                 floor: float | None = None, title: str | None = None,
+                 y_title: str = "held-out cross-entropy (nats per word)", legend: str = "upper right") -> go.Figure:
+    """Cross-entropy against the n-gram order, one line per curve, with the entropy floor if given.
+
+    ``curves`` maps a name to one value per order; ``orders`` defaults to ``1, 2, ...``. Drawn with
+    :func:`lmlab.viz.loss_curves`; ``legend`` is one of :data:`LEGEND_PLACES` (put it where the lines are not).
+    """
+    if not isinstance(curves, Mapping) or not curves:
+        raise ValueError("curves must be a non-empty dict {name: [value for each order]}")
+    if legend not in LEGEND_PLACES:
+        raise ValueError(f"legend must be one of {sorted(LEGEND_PLACES)}, got {legend!r}")
+    runs = {}
+    for name, values in curves.items():
+        values = [float(v) for v in values]
+        xs = list(range(1, len(values) + 1)) if orders is None else [int(n) for n in orders]
+        if len(xs) != len(values):
+            raise ValueError(f"curve {name!r} has {len(values)} values for {len(xs)} orders")
+        runs[str(name)] = (xs, values)
+    fig = viz.loss_curves(runs, entropy_floor=floor, title=title, x_title="n (the n-gram order)", y_title=y_title)
+    return fig.update_layout(xaxis=dict(dtick=1), legend=LEGEND_PLACES[legend])
 
 
 # --- exercise: held-out perplexity of an n-gram model ----------------------------------------------
