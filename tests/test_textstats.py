@@ -136,7 +136,9 @@ def test_sample_stats(lang):
     broken = ts.sample_stats(lang, texts[:10] + [". the the the ."] * 10 + [". the dog"] * 5)
     assert broken.grammatical == pytest.approx(10 / 25)
     same = ts.sample_stats(lang, [". the dog barks ."] * 7)
-    assert same.distinct_sentences == 1 and same.mean_logprob == pytest.approx(lang.sentence_logprob("the dog barks ."))
+    lp = lang.sentence_logprob("the dog barks .")
+    assert same.distinct_sentences == 1 and same.mean_logprob == pytest.approx(lp)
+    assert same.logprob_per_word == pytest.approx(lp / 4) and same.mean_length == 4
     with pytest.raises(ValueError):
         ts.sample_stats(lang, [])
 
@@ -214,10 +216,12 @@ def test_compare_strategies_small(lang, tok):
     # an untrained model's samples are mostly not sentences of the language
     assert c.samples.row("sample")["grammatical"] < 0.5
     assert all(len(t.split()) == 10 for t in c.long_texts["sample"])
-    # the same seed gives the same tables
+    # the same seed gives the same tables (and the thread setting is restored after the one-thread block)
+    torch.set_num_threads(2)
     again = ts.compare_strategies(model, tok, lang, strategies, n_samples=12, prefix_sentences=lang.sentences(3, seed=4),
                                   long_tokens=10, n_long=2, seed=0)
     assert repr(again.samples) == repr(c.samples) and repr(again.steps) == repr(c.steps)
+    assert torch.get_num_threads() == 2
     fig = ts.tradeoff_figure(c)
     assert len(fig.data) == len(strategies) + 1 and "grammatical" in fig.layout.meta["alt"]
     with pytest.raises(ValueError, match="unknown argument"):
@@ -241,6 +245,13 @@ def test_slot_comparison(lang, tok):
     assert table.row(1)["exact, both sides"] == "everything" and len(table.rows) == 3
     fig = ts.slot_figure(r, k=4)
     assert len(fig.data) == 4 and "both sides" in fig.layout.meta["alt"]
+    summary = ts.slot_summary(lang, tiny(tok), tok, tiny(tok, causal=False, seed=1), tok,
+                              ["the world is ___ that is the case .", "the ___ barks ."])
+    assert summary["words that fit"] == ["everything", "dog, puppy"]
+    assert summary["exact, left only"][0] == pytest.approx(lang.next_token_distribution("the world is")["everything"])
+    left = lang.next_token_distribution("the")
+    assert summary["exact, left only"][1] == pytest.approx(left["dog"] + left["puppy"])
+    assert summary["masked model"][0] == pytest.approx(r.masked["everything"])
     with pytest.raises(ValueError, match="exactly one slot"):
         ts.slot_comparison(lang, tiny(tok), tok, tiny(tok, causal=False), tok, "the dog barks .")
     with pytest.raises(TypeError):

@@ -25,7 +25,8 @@ from __future__ import annotations
 import html
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -43,7 +44,7 @@ __all__ = [
     "split_sentences", "ngrams", "distinct_n", "repetition_rate", "exact_logprobs",
     "SampleStats", "sample_stats", "StepStats", "strategy_distribution", "step_stats", "next_token_pairs",
     "Table", "Comparison", "DEFAULT_STRATEGIES", "compare_strategies", "tradeoff_figure",
-    "SlotResult", "slot_comparison", "slot_figure", "check_beam_search", "beam_search_reference",
+    "SlotResult", "slot_comparison", "slot_summary", "slot_figure", "check_beam_search", "beam_search_reference",
 ]
 
 EOS = "."
@@ -212,7 +213,8 @@ class SampleStats:
     """What :func:`sample_stats` measures on a set of generated sentences.
 
     ``grammatical``: share of samples that are complete sentences of the language (nonzero exact
-    probability); ``mean_logprob``: mean exact log-probability (nats) of those; ``distinct_sentences``:
+    probability); ``mean_logprob``: mean exact log-probability (nats) of those; ``logprob_per_word``:
+    their total exact log-probability divided by their total number of words; ``distinct_sentences``:
     how many different sentences; ``distinct_1``/``distinct_2``: :func:`distinct_n` over the samples;
     ``mean_length``: words per sample (``"."`` counted)."""
 
@@ -222,6 +224,7 @@ class SampleStats:
     distinct_2: float
     grammatical: float
     mean_logprob: float
+    logprob_per_word: float
     mean_length: float
 
 
@@ -248,6 +251,8 @@ def sample_stats(lang: Any, texts: Sequence[Any]) -> SampleStats:
         distinct_2=distinct_n(nonempty, 2) if any(len(s) > 1 for s in nonempty) else 0.0,
         grammatical=float(ok.mean()),
         mean_logprob=float(lps[ok].mean()) if ok.any() else -math.inf,
+        logprob_per_word=(float(lps[ok].sum() / sum(len(s) for s, g in zip(sents, ok) if g)) if ok.any()
+                          else -math.inf),
         mean_length=float(np.mean([len(s) for s in sents])),
     )
 
@@ -459,6 +464,17 @@ def _generate_texts(model, tokenizer, prompt: str, kw: dict, n: int, max_new_tok
     return [out] if isinstance(out, str) else list(out)
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block (the previous setting is restored afterwards)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def compare_strategies(model: Any, tokenizer: Any, lang: Any, strategies: Mapping[str, Mapping] | None = None, *,
                        n_samples: int = 300, prefix_sentences: Sequence[Sequence[str]] | None = None,
                        long_tokens: int = 60, n_long: int = 10, seed: int = 0) -> Comparison:
@@ -472,6 +488,10 @@ def compare_strategies(model: Any, tokenizer: Any, lang: Any, strategies: Mappin
       ``long_tokens`` words from ``"."`` with no stop. Greedy and beam search are deterministic: they are
       run once and their one output counted ``n_samples`` times. A first row, "the language itself",
       scores sentences sampled from the toy language, the reference every strategy should match.
+
+    The work is thousands of tiny steps (one word for a batch of sentences), so it runs on one torch
+    thread: with more, thread synchronisation costs more than the arithmetic, and on a busy machine
+    many times more.
     """
     strategies = DEFAULT_STRATEGIES if strategies is None else strategies
     if not isinstance(strategies, Mapping) or not strategies:
@@ -484,6 +504,12 @@ def compare_strategies(model: Any, tokenizer: Any, lang: Any, strategies: Mappin
         from .zoo import held_out_sentences
 
         prefix_sentences = held_out_sentences(60)
+    with _one_thread():
+        return _compare(model, tokenizer, lang, specs, n_samples, prefix_sentences, long_tokens, n_long, seed)
+
+
+def _compare(model, tokenizer, lang, specs: dict, n_samples: int, prefix_sentences, long_tokens: int, n_long: int,
+             seed: int) -> Comparison:
     logits, truth, _ = next_token_pairs(model, tokenizer, lang, prefix_sentences)
 
     stats: dict[str, dict[str, Any]] = {}
@@ -514,14 +540,14 @@ def compare_strategies(model: Any, tokenizer: Any, lang: Any, strategies: Mappin
         st = s["step"]
         step_rows.append([name] + ([st.tv, st.kl, st.impossible, st.cut, st.kept] if st is not None else [nan] * 5))
         sm = s["sample"]
-        sample_rows.append([name, sm.distinct_sentences, sm.distinct_2, sm.grammatical, sm.mean_logprob,
+        sample_rows.append([name, sm.distinct_sentences, sm.distinct_2, sm.grammatical, sm.logprob_per_word,
                             sm.mean_length, s["repetition"]])
     n_prefixes = truth.shape[0]
     steps = Table(["strategy", "TV from truth", "KL(truth‖strategy)", "p(impossible word)", "true mass cut",
                    "tokens drawable"], step_rows,
                   caption=f"Per step, mean over {n_prefixes} prefixes of held-out sentences")
     samples = Table(["strategy", f"distinct sentences (of {n_samples})", "distinct-2", "grammatical",
-                     "mean log p (grammatical)", "mean length", "4-gram repetition"], sample_rows,
+                     "log p per word", "mean length", "4-gram repetition"], sample_rows,
                     caption=f"{n_samples} sentences per strategy; repetition in {long_tokens}-word generations")
     return Comparison(steps, samples, stats, texts, long_texts)
 
@@ -543,7 +569,7 @@ def tradeoff_figure(comparison: Comparison, title: str | None = None) -> go.Figu
             marker=dict(size=16 if is_ref else 12, symbol="star" if is_ref else viz.SYMBOLS[i % len(viz.SYMBOLS)],
                         color=viz.OKABE_ITO["black"] if is_ref else viz.COLORWAY[i % len(viz.COLORWAY)]),
             hovertemplate=(f"<b>{html.escape(name)}</b><br>distinct sentences: %{{x:.2f}}<br>grammatical: "
-                           f"%{{y:.2f}}<br>mean log p: {sm.mean_logprob:.2f}<extra></extra>")))
+                           f"%{{y:.2f}}<br>log p per word: {sm.logprob_per_word:.2f}<extra></extra>")))
     alt = ("Scatter plot of decoding strategies by diversity (share of distinct sentences, x) and quality (share "
            "of grammatical sentences, y): " + "; ".join(f"{n} {x:.2f}, {y:.2f}" for n, x, y in points) + ".")
     fig = viz.set_alt(fig, alt)
@@ -627,6 +653,25 @@ def slot_comparison(lang: Any, causal_model: Any, causal_tokenizer: Any, masked_
     masked = gen.fill_mask(masked_model, ids, mask_id=masked_tokenizer.mask_id)[0]
     return SlotResult(left, right, exact_left, _dist(causal, causal_tokenizer), exact_both,
                       _dist(masked, masked_tokenizer))
+
+
+def slot_summary(lang: Any, causal_model: Any, causal_tokenizer: Any, masked_model: Any, masked_tokenizer: Any,
+                 sentences: Sequence[str]) -> Table:
+    """One row per slot sentence: the words that fit the slot given both sides (the support of the exact
+    masked distribution) and the probability each predictor gives to that set: the exact next-word
+    distribution (left context only), the next-word model, the masked model. (Given both sides, the
+    exact probability of the set is 1.)"""
+    if isinstance(sentences, str) or not sentences:
+        raise ValueError("sentences must be a non-empty list of sentences, each with one slot '___'")
+    rows = []
+    for sentence in sentences:
+        r = slot_comparison(lang, causal_model, causal_tokenizer, masked_model, masked_tokenizer, sentence)
+        fits = list(r.exact_both)
+        shown = ", ".join(fits[:3]) + (f" (+{len(fits) - 3})" if len(fits) > 3 else "")
+        rows.append([r.sentence, shown] + [sum(d.get(w, 0.0) for w in fits)
+                                           for d in (r.exact_left, r.causal, r.masked)])
+    return Table(["slot", "words that fit", "exact, left only", "next-word model", "masked model"], rows,
+                 caption="Probability given to the words that fit the slot (given both sides, exactly 1)")
 
 
 def slot_figure(result: SlotResult, k: int = 6, title: str | None = None) -> go.Figure:
