@@ -193,8 +193,14 @@ def test_table():
     assert t["x"][0] == 0.12345 and t.row("b")["n"] == 4
     html = t._repr_html_()
     assert html.count("<tr>") == 4 and "<caption>cap</caption>" in html
+    assert repr(t).splitlines()[3].startswith("a ")  # text left-aligned, numbers right-aligned
+    per_column = ts.Table(["name", "x", "y"], [["a", 1.23456, 2.5]], digits=[0, 1, 2])
+    assert "1.2" in repr(per_column) and "2.50" in repr(per_column) and "1.23" not in repr(per_column)
+    assert 'text-align:left;white-space:nowrap' in per_column._repr_html_()
     with pytest.raises(ValueError, match="3 values"):
         ts.Table(["a", "b", "c"], [[1, 2]])
+    with pytest.raises(ValueError, match="digits"):
+        ts.Table(["a", "b"], [[1, 2]], digits=[1])
     with pytest.raises(KeyError):
         t["y"]
 
@@ -303,3 +309,49 @@ def test_beam_reference_agrees_with_generate_on_a_model(tok):
         assert mine == [tok.id_to_token(i) for i in best.ids[1:]]
     greedy = G.generate(model, tok.encode_tokens(["."]), 3, strategy="greedy")
     assert ts.beam_search_reference(next_logprobs, ["."], 1, 3) == [tok.id_to_token(i) for i in greedy[1:]]
+
+
+# --- the temperature checker -------------------------------------------------------------------------------------
+
+def test_temperature_reference_reaches_its_target():
+    logits = torch.tensor([1.0, 0.0, -1.0, 2.0])
+    for target in (0.2, 0.9, 1.3):
+        T = ts.temperature_for_entropy_reference(logits, target)
+        p = torch.softmax(logits / T, -1)
+        assert float(-(p * p.log()).sum()) == pytest.approx(target, abs=1e-6)
+
+
+def test_check_temperature_for_entropy_passes_the_reference(capsys):
+    assert ts.check_temperature_for_entropy(ts.temperature_for_entropy_reference)
+    assert "correct on all" in capsys.readouterr().out
+
+
+def _bits(logits, target):
+    lo, hi = 1e-4, 1e4
+    for _ in range(200):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if ts._entropy_at(logits, mid, base=2) < target else (lo, mid)
+    return mid
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda l, t: 1 / ts.temperature_for_entropy_reference(l, t), "multiplied by T"),
+    (_bits, "bits, not nats"),
+    (lambda l, t: t, "return the target itself"),
+    (lambda l, t: 1.0, "too high (too flat)"),
+    (lambda l, t: 2 * ts.temperature_for_entropy_reference(l, t), "too high"),
+    (lambda l, t: -1.0, "a number > 0"),
+    (lambda l, t: [1.0, 2.0], "return one number"),
+])
+def test_check_temperature_for_entropy_names_the_mistake(capsys, wrong, message):
+    assert not ts.check_temperature_for_entropy(wrong)
+    out = capsys.readouterr().out
+    assert out.startswith("❌") and message in out, out
+
+
+def test_check_temperature_for_entropy_not_attempted(capsys):
+    def stub(logits, target):
+        raise NotImplementedError
+
+    assert not ts.check_temperature_for_entropy(stub)
+    assert "not attempted yet" in capsys.readouterr().out

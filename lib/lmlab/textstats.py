@@ -17,8 +17,8 @@ next word and of every sentence, each effect is a number:
 Distributions are ``dict[str, float]`` or arrays ``(..., vocab)``; texts are strings of words
 separated by single spaces (``". the dog barks ."``) or lists of words.
 
-The module also holds the checker of the chapter's beam-search exercise, :func:`check_beam_search`,
-written like those of :mod:`lmlab.exercises`.
+The module also holds the checkers of two of the chapter's exercises, written like those of
+:mod:`lmlab.exercises`: :func:`check_beam_search` and :func:`check_temperature_for_entropy`.
 """
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ __all__ = [
     "SampleStats", "sample_stats", "StepStats", "strategy_distribution", "step_stats", "next_token_pairs",
     "Table", "Comparison", "DEFAULT_STRATEGIES", "compare_strategies", "tradeoff_figure",
     "SlotResult", "slot_comparison", "slot_summary", "slot_figure", "check_beam_search", "beam_search_reference",
+    "check_temperature_for_entropy", "temperature_for_entropy_reference",
 ]
 
 EOS = "."
@@ -357,18 +358,22 @@ def _fmt(value: Any, digits: int = 3) -> str:
 class Table:
     """A small table that prints as aligned text and shows as HTML in notebooks and the book.
 
-    ``Table(columns, rows, caption=None, digits=3)``; ``rows`` are lists of values (floats are shown
-    with ``digits`` decimals, ``inf`` as ∞, ``nan`` as –). ``table[name]`` is a column as a list,
+    ``Table(columns, rows, caption=None, digits=3)``; ``rows`` are lists of values. Floats are shown
+    with ``digits`` decimals (one number for every column, or one per column), ``inf`` as ∞, ``nan``
+    as –; numbers are right-aligned, text left-aligned. ``table[name]`` is a column as a list,
     ``table.row(first_value)`` the row whose first cell is ``first_value``, as a dict."""
 
     def __init__(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], caption: str | None = None,
-                 digits: int = 3):
+                 digits: int | Sequence[int] = 3):
         self.columns = [str(c) for c in columns]
         self.rows = [list(r) for r in rows]
         bad = [r for r in self.rows if len(r) != len(self.columns)]
         if bad:
             raise ValueError(f"every row needs {len(self.columns)} values ({self.columns}), got {bad[0]!r}")
-        self.caption, self.digits = caption, digits
+        per_column = [digits] * len(self.columns) if isinstance(digits, int) else list(digits)
+        if len(per_column) != len(self.columns) or not all(isinstance(d, int) and d >= 0 for d in per_column):
+            raise ValueError(f"digits must be an int >= 0 or one per column ({len(self.columns)}), got {digits!r}")
+        self.caption, self.digits = caption, per_column
 
     def __getitem__(self, name: str) -> list[Any]:
         if name not in self.columns:
@@ -383,40 +388,51 @@ class Table:
         raise KeyError(f"no row {first!r}; rows: {[r[0] for r in self.rows]}")
 
     def _cells(self) -> list[list[str]]:
-        return [[_fmt(v, self.digits) for v in r] for r in self.rows]
+        return [[_fmt(v, d) for v, d in zip(r, self.digits)] for r in self.rows]
+
+    def _numeric(self) -> list[bool]:
+        """Per column: does it hold numbers (right-aligned)?"""
+        return [all(isinstance(r[i], (int, float, np.integer, np.floating)) and not isinstance(r[i], bool)
+                    for r in self.rows) for i in range(len(self.columns))]
 
     def __repr__(self) -> str:
-        cells = self._cells()
+        cells, numeric = self._cells(), self._numeric()
         widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(self.columns)]
 
         def line(values):
-            return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths)))
+            return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric))
 
         out = ([self.caption] if self.caption else []) + [line(self.columns), line(["-" * w for w in widths])]
         return "\n".join(out + [line(r) for r in cells])
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
-        body = "".join("<tr>" + "".join(
-            f'<td style="text-align:{"left" if i == 0 else "right"}">{html.escape(v)}</td>' for i, v in enumerate(r))
-            + "</tr>" for r in self._cells())
+        numeric = self._numeric()
+
+        def style(i: int) -> str:
+            return f'text-align:{"right" if numeric[i] else "left"}' + (";white-space:nowrap" if i == 0 else "")
+
+        head = "".join(f'<th style="{style(i)}">{html.escape(c)}</th>' for i, c in enumerate(self.columns))
+        body = "".join("<tr>" + "".join(f'<td style="{style(i)}">{html.escape(v)}</td>' for i, v in enumerate(r))
+                       + "</tr>" for r in self._cells())
         cap = f"<caption>{html.escape(self.caption)}</caption>" if self.caption else ""
-        return f'<table class="lmlab-table">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        return (f'<table class="table lmlab-table">{cap}<thead><tr>{head}</tr></thead>'
+                f"<tbody>{body}</tbody></table>")
 
 
 # --- comparing strategies ------------------------------------------------------------------------------
 
 #: The strategies the chapter compares: name -> keyword arguments of :func:`lmlab.generate.generate`.
 DEFAULT_STRATEGIES: dict[str, dict] = {
-    "sample, T = 1": dict(strategy="sample", temperature=1.0),
-    "sample, T = 0.5": dict(strategy="sample", temperature=0.5),
-    "sample, T = 2": dict(strategy="sample", temperature=2.0),
-    "top-k, k = 5": dict(strategy="sample", top_k=5),
-    "top-p, p = 0.9": dict(strategy="sample", top_p=0.9),
+    "T = 1": dict(strategy="sample", temperature=1.0),
+    "T = 0.5": dict(strategy="sample", temperature=0.5),
+    "T = 2": dict(strategy="sample", temperature=2.0),
+    "top-k 5": dict(strategy="sample", top_k=5),
+    "top-p 0.9": dict(strategy="sample", top_p=0.9),
     "greedy": dict(strategy="greedy"),
-    "beam, 4 beams": dict(strategy="beam", num_beams=4),
+    "beam (4)": dict(strategy="beam", num_beams=4),
 }
-LANGUAGE = "the language itself"
+#: The name of the reference row: sentences sampled from the toy language itself.
+LANGUAGE = "language"
 
 
 @dataclass
@@ -545,38 +561,42 @@ def _compare(model, tokenizer, lang, specs: dict, n_samples: int, prefix_sentenc
     n_prefixes = truth.shape[0]
     steps = Table(["strategy", "TV from truth", "KL(truth‖strategy)", "p(impossible word)", "true mass cut",
                    "tokens drawable"], step_rows,
-                  caption=f"Per step, mean over {n_prefixes} prefixes of held-out sentences")
+                  caption=f"Per step, mean over {n_prefixes} prefixes of held-out sentences", digits=[0, 3, 3, 3, 3, 1])
     samples = Table(["strategy", f"distinct sentences (of {n_samples})", "distinct-2", "grammatical",
                      "log p per word", "mean length", "4-gram repetition"], sample_rows,
-                    caption=f"{n_samples} sentences per strategy; repetition in {long_tokens}-word generations")
+                    caption=f"{n_samples} sentences per strategy; repetition in {long_tokens}-word generations",
+                    digits=[0, 0, 3, 3, 2, 1, 3])
     return Comparison(steps, samples, stats, texts, long_texts)
 
 
 def tradeoff_figure(comparison: Comparison, title: str | None = None) -> go.Figure:
-    """Quality against diversity, one point per strategy: the share of distinct sentences (x) and the
-    share of grammatical ones (y), with the language itself as the reference point."""
+    """Quality against diversity, one point per strategy: distinct-2 of the sampled sentences (x) and the
+    share of them that are grammatical (y), with the language itself as the reference point (a star)."""
     if not isinstance(comparison, Comparison):
         raise TypeError(f"pass the result of compare_strategies, got {type(comparison).__name__}")
     fig = go.Figure()
     points = []
+    symbols = [s for s in viz.SYMBOLS if s != "star"]
     for i, (name, s) in enumerate(comparison.stats.items()):
         sm = s["sample"]
-        x, y = sm.distinct_sentences / sm.n, sm.grammatical
+        x, y = sm.distinct_2, sm.grammatical
         points.append((name, x, y))
         is_ref = name == LANGUAGE
         fig.add_trace(go.Scatter(
-            x=[x], y=[y], mode="markers+text", name=name, text=[name], textposition="top center",
-            marker=dict(size=16 if is_ref else 12, symbol="star" if is_ref else viz.SYMBOLS[i % len(viz.SYMBOLS)],
-                        color=viz.OKABE_ITO["black"] if is_ref else viz.COLORWAY[i % len(viz.COLORWAY)]),
-            hovertemplate=(f"<b>{html.escape(name)}</b><br>distinct sentences: %{{x:.2f}}<br>grammatical: "
-                           f"%{{y:.2f}}<br>log p per word: {sm.logprob_per_word:.2f}<extra></extra>")))
-    alt = ("Scatter plot of decoding strategies by diversity (share of distinct sentences, x) and quality (share "
-           "of grammatical sentences, y): " + "; ".join(f"{n} {x:.2f}, {y:.2f}" for n, x, y in points) + ".")
+            x=[x], y=[y], mode="markers+text", name=name, text=[name], textposition="middle right",
+            marker=dict(size=17 if is_ref else 12, symbol="star" if is_ref else symbols[i % len(symbols)],
+                        color=viz.OKABE_ITO["black"] if is_ref else viz.COLORWAY[(i - 1) % len(viz.COLORWAY)]),
+            hovertemplate=(f"<b>{html.escape(name)}</b><br>distinct-2: %{{x:.3f}}<br>grammatical: "
+                           f"%{{y:.2f}}<br>distinct sentences: {sm.distinct_sentences} of {sm.n}<br>"
+                           f"log p per word: {sm.logprob_per_word:.2f}<extra></extra>")))
+    alt = ("Scatter plot of decoding strategies by diversity (distinct-2 of their sampled sentences, x) and quality "
+           "(share of grammatical sentences, y): " + "; ".join(f"{n} {x:.2f}, {y:.2f}" for n, x, y in points) + ".")
     fig = viz.set_alt(fig, alt)
     fig.update_layout(title=dict(text=title if title is not None else "Diversity against grammaticality"),
                       showlegend=False, height=460,
-                      xaxis=dict(title=dict(text="share of distinct sentences"), range=[-0.08, 1.12]),
-                      yaxis=dict(title=dict(text="share of grammatical sentences"), range=[-0.05, 1.12]))
+                      xaxis=dict(title=dict(text="distinct-2 (diversity of word pairs)"),
+                                 range=[-0.03, max(1.0, max(x for _, x, _ in points) + 0.25)]),
+                      yaxis=dict(title=dict(text="share of grammatical sentences"), range=[-0.06, 1.1]))
     return fig
 
 
@@ -684,15 +704,16 @@ def slot_figure(result: SlotResult, k: int = 6, title: str | None = None) -> go.
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
                         subplot_titles=("left context only", "both sides"))
     notes = []
-    for col, (truth, model, model_name) in enumerate(
-            ((result.exact_left, result.causal, "next-word model"), (result.exact_both, result.masked, "masked model")),
-            start=1):
+    panels = ((result.exact_left, result.causal, "next-word model", viz.OKABE_ITO["blue"]),
+              (result.exact_both, result.masked, "masked model", viz.OKABE_ITO["bluish_green"]))
+    for col, (truth, model, model_name, model_color) in enumerate(panels, start=1):
         keys = list(dict.fromkeys(list(truth) + list(model)))
         words = sorted(keys, key=lambda w: -max(truth.get(w, 0.0), model.get(w, 0.0)))[:k]
         for name, dist, color, pattern in (("exact", truth, viz.OKABE_ITO["orange"], "/"),
-                                            (model_name, model, viz.OKABE_ITO["blue"], "")):
+                                            (model_name, model, model_color, "")):
             fig.add_trace(go.Bar(
                 x=words, y=[dist.get(w, 0.0) for w in words], name=name, legendgroup=name,
+                showlegend=not (name == "exact" and col == 2),
                 marker=dict(color=color, pattern=dict(shape=pattern)), customdata=words,
                 hovertemplate=f"<b>%{{customdata}}</b><br>{name}: p = %{{y:.3f}}<extra></extra>"), row=1, col=col)
         notes.append(f"{'left context only' if col == 1 else 'both sides'}: "
@@ -700,9 +721,9 @@ def slot_figure(result: SlotResult, k: int = 6, title: str | None = None) -> go.
     fig.update_yaxes(range=[0, 1.05], title=dict(text="probability"), col=1)
     fig.update_yaxes(range=[0, 1.05], col=2)
     fig.update_xaxes(type="category", tickangle=-30)
-    fig.update_layout(barmode="group", height=440, margin=dict(t=100),
+    fig.update_layout(barmode="group", height=480, margin=dict(t=90, b=140),
                       title=dict(text=title if title is not None else f"Filling the slot: {result.sentence}"),
-                      legend=dict(orientation="h", y=1.12, yanchor="bottom", x=1, xanchor="right"))
+                      legend=dict(orientation="h", y=-0.32, yanchor="top", x=0.5, xanchor="center"))
     return viz.set_alt(fig, f"Two bar charts for the slot in '{result.sentence}'. " + ". ".join(notes) + ".")
 
 
@@ -856,3 +877,73 @@ def check_beam_search(beam_search: Callable) -> bool:
         return len(_BEAM_CASES)
 
     return _run("beam_search", beam_search, body)
+
+
+# --- the temperature exercise ---------------------------------------------------------------------------------
+
+def _entropy_at(logits: torch.Tensor, temperature: float, base: float = math.e, times: bool = False) -> float:
+    """Entropy of softmax(logits / T) (or of softmax(logits * T) with ``times``), in nats (or another base)."""
+    z = logits.double() * temperature if times else logits.double() / temperature
+    p = torch.softmax(z, dim=-1)
+    nz = p[p > 0]
+    return float(-(nz * torch.log(nz)).sum()) / math.log(base)
+
+
+def temperature_for_entropy_reference(logits: torch.Tensor, target: float) -> float:
+    """The temperature T > 0 at which softmax(logits / T) has entropy ``target`` nats, by bisection on
+    log T (the entropy grows with T from that of the argmax to log V, for logits that are not all equal)."""
+    lo, hi = 1e-4, 1e4
+    for _ in range(200):
+        mid = math.sqrt(lo * hi)
+        if _entropy_at(logits, mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    return math.sqrt(lo * hi)
+
+
+# (logits, target entropy in nats)
+_TEMPERATURE_CASES = [
+    (torch.tensor([2.0, 1.0, 0.5, -1.0, 0.0]), 1.2, "5 logits, target 1.2 nats"),
+    (torch.tensor([2.0, 1.0, 0.5, -1.0, 0.0]), 0.3, "the same logits, target 0.3 nats (a low temperature)"),
+    (torch.tensor([3.0, 2.5, 0.0, -2.0, 1.0, -0.5, 0.2, 1.5]), 1.9, "8 logits, target 1.9 nats (a high temperature)"),
+    (torch.tensor([40.0, 35.0, 30.0, 20.0]), 0.8, "large logits, target 0.8 nats"),
+]
+
+
+def check_temperature_for_entropy(temperature_for_entropy: Callable) -> bool:
+    """Check ``temperature_for_entropy(logits (V,), target) -> T``: the temperature at which the entropy of
+    softmax(logits / T) is ``target`` nats (within 0.005 nats)."""
+
+    def body(fn):
+        for logits, target, case in _TEMPERATURE_CASES:
+            out = _call(fn, (logits, target), case)
+            if isinstance(out, torch.Tensor) and out.numel() == 1:
+                out = out.item()
+            if isinstance(out, bool) or not isinstance(out, (int, float, np.integer, np.floating)):
+                raise _Failure(f"your function returned {out!r:.60} on {case}; return one number, the temperature.")
+            T = float(out)
+            want = temperature_for_entropy_reference(logits, target)
+            if not (math.isfinite(T) and T > 0):
+                raise _Failure(f"your function returned T = {T:g} on {case}; a temperature is a number > 0 "
+                               f"(expected about {want:.4g}).")
+            got = _entropy_at(logits, T)
+            if abs(got - target) <= 5e-3:
+                continue
+            if abs(T - target) < 1e-9:
+                raise _Failure(f"on {case} you return the target itself; return the temperature that reaches it "
+                               f"(about {want:.4g}).", "search over T, e.g. by bisection, computing the entropy each time.")
+            if abs(_entropy_at(logits, T, times=True) - target) <= 5e-3:
+                raise _Failure(f"on {case} your T = {T:.4g} reaches the target if the logits are multiplied by T; "
+                               f"they are divided by it (expected about {want:.4g}).",
+                               "probs = softmax(logits / T); a higher T means a flatter distribution.")
+            if abs(_entropy_at(logits, T, base=2) - target) <= 5e-3:
+                raise _Failure(f"on {case} your T = {T:.4g} gives {target:g} bits, not nats (expected about "
+                               f"{want:.4g}).", "use natural logarithms: torch.log, not torch.log2.")
+            direction = "too high (too flat)" if got > target else "too low (too sharp)"
+            raise _Failure(f"on {case} the entropy at your T = {T:.4g} is {got:.4f} nats, not {target:g}: the "
+                           f"temperature is {direction}; expected about {want:.4g}.",
+                           "the entropy grows with T: if it is below the target, raise T, else lower it (bisection).")
+        return len(_TEMPERATURE_CASES)
+
+    return _run("temperature_for_entropy", temperature_for_entropy, body)
