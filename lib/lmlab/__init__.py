@@ -11,7 +11,8 @@ from .env import cache_dir, claim, device, glue, in_book_build, progress, seed_e
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"env", "corpus", "texts", "tokenizers", "data", "models", "hub", "train", "zoo", "generate", "viz", "widgets", "exercises"}
+_SUBMODULES = {"env", "corpus", "texts", "tokenizers", "data", "models", "hub", "train", "zoo", "generate", "viz",
+               "widgets", "exercises", "measure", "interpret", "geometry", "textstats", "experiments", "variants"}
 
 __all__ = sorted(_SUBMODULES) + [
     "cache_dir", "claim", "device", "glue", "in_book_build", "progress", "seed_everything", "__version__",

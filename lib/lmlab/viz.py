@@ -137,7 +137,7 @@ def figure_html(fig: go.Figure, include_plotlyjs: bool | str = False, full_html:
     the book does; ``"cdn"``; ``True``: inline, ~5 MB). With ``full_html=True`` a complete document is
     returned (used by the widgets, which show each figure in its own ``<iframe>``).
     """
-    body = fig.to_html(include_plotlyjs=include_plotlyjs, full_html=False, div_id=div_id,
+    body = fig.to_html(include_plotlyjs=include_plotlyjs, full_html=False, div_id=div_id, auto_play=False,
                        config={"displaylogo": False, "responsive": True})
     try:
         label = alt_text(fig)
