@@ -212,6 +212,7 @@ def test_compare_strategies_small(lang, tok):
     c = ts.compare_strategies(model, tok, lang, strategies, n_samples=12, prefix_sentences=lang.sentences(3, seed=4),
                               long_tokens=10, n_long=2, seed=0)
     assert c.steps["strategy"] == [ts.LANGUAGE] + list(strategies)
+    assert c.n_prefixes == sum(len(s) for s in lang.sentences(3, seed=4))
     ref = c.steps.row(ts.LANGUAGE)
     assert ref["TV from truth"] == 0 and ref["true mass cut"] == 0
     assert c.samples.row(ts.LANGUAGE)["grammatical"] == 1.0

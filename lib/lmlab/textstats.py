@@ -442,13 +442,15 @@ class Comparison:
     ``steps``: per-step distances from the true next-word distribution; ``samples``: diversity and
     quality of sampled sentences and repetition in long generations. ``stats[name]`` holds the
     :class:`StepStats` (None for beam search and the language), :class:`SampleStats` and ``repetition``;
-    ``texts[name]`` the sampled sentences, ``long_texts[name]`` the long generations."""
+    ``texts[name]`` the sampled sentences, ``long_texts[name]`` the long generations; ``n_prefixes`` the
+    number of prefixes the per-step table averages over."""
 
     steps: Table
     samples: Table
     stats: dict[str, dict[str, Any]] = field(repr=False)
     texts: dict[str, list[str]] = field(repr=False)
     long_texts: dict[str, list[str]] = field(repr=False)
+    n_prefixes: int = 0
 
 
 def _check_strategy(name: str, kwargs: Mapping) -> dict:
@@ -566,7 +568,7 @@ def _compare(model, tokenizer, lang, specs: dict, n_samples: int, prefix_sentenc
                      "log p per word", "mean length", "4-gram repetition"], sample_rows,
                     caption=f"{n_samples} sentences per strategy; repetition in {long_tokens}-word generations",
                     digits=[0, 0, 3, 3, 2, 1, 3])
-    return Comparison(steps, samples, stats, texts, long_texts)
+    return Comparison(steps, samples, stats, texts, long_texts, n_prefixes)
 
 
 def tradeoff_figure(comparison: Comparison, title: str | None = None) -> go.Figure:
@@ -577,6 +579,7 @@ def tradeoff_figure(comparison: Comparison, title: str | None = None) -> go.Figu
     fig = go.Figure()
     points = []
     symbols = [s for s in viz.SYMBOLS if s != "star"]
+    colors = [c for c in viz.COLORWAY if c != viz.OKABE_ITO["black"]]  # black marks the language
     for i, (name, s) in enumerate(comparison.stats.items()):
         sm = s["sample"]
         x, y = sm.distinct_2, sm.grammatical
@@ -585,7 +588,7 @@ def tradeoff_figure(comparison: Comparison, title: str | None = None) -> go.Figu
         fig.add_trace(go.Scatter(
             x=[x], y=[y], mode="markers+text", name=name, text=[name], textposition="middle right",
             marker=dict(size=17 if is_ref else 12, symbol="star" if is_ref else symbols[i % len(symbols)],
-                        color=viz.OKABE_ITO["black"] if is_ref else viz.COLORWAY[(i - 1) % len(viz.COLORWAY)]),
+                        color=viz.OKABE_ITO["black"] if is_ref else colors[(i - 1) % len(colors)]),
             hovertemplate=(f"<b>{html.escape(name)}</b><br>distinct-2: %{{x:.3f}}<br>grammatical: "
                            f"%{{y:.2f}}<br>distinct sentences: {sm.distinct_sentences} of {sm.n}<br>"
                            f"log p per word: {sm.logprob_per_word:.2f}<extra></extra>")))
