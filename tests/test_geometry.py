@@ -325,11 +325,14 @@ def test_offsets_figure():
 
 def test_layer_scores_figure():
     fig = G.layer_scores_figure({"task": [0.5, 0.9, 0.95], "control": [0.5, 0.6, 0.55]}, ["0", "1", "2"],
-                                y_title="probe accuracy", chance=0.5)
+                                y_title="probe accuracy", chance=0.5, dashed=["control"])
     assert len(fig.data) == 2 and list(fig.data[0].y) == [0.5, 0.9, 0.95]
+    assert fig.data[0].line.dash == "solid" and fig.data[1].line.dash == "dash"
     assert "chance at 0.50" in viz.alt_text(fig)
     with pytest.raises(ValueError, match="values but there are"):
         G.layer_scores_figure({"x": [1, 2]}, ["0", "1", "2"])
+    with pytest.raises(ValueError, match="not in scores"):
+        G.layer_scores_figure({"x": [1, 2, 3]}, ["0", "1", "2"], dashed=["y"])
 
 
 # --- the exercise checker --------------------------------------------------------------------------
