@@ -46,6 +46,8 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=None, help="the corpus file (default: see above)")
     p.add_argument("--steps", type=int, default=None, help="training iterations (default 2000)")
     p.add_argument("--val-batches", type=int, default=None, help="batches for the final validation loss (200)")
+    p.add_argument("--positions", default="learned", choices=["learned", "rotary", "sinusoidal", "none"],
+                   help="position encoding (default learned, as nanoGPT)")
     args = p.parse_args()
     common.setup(args)
     before = common.machine()
@@ -67,7 +69,7 @@ def main() -> None:
     steps = args.steps or (10 if args.tiny else 2000)
     val_batches = args.val_batches or (5 if args.tiny else 200)
     model_cfg = TransformerConfig(vocab_size=tok.vocab_size, d_ff=4 * shape["d_model"], dropout=0.0, bias=False,
-                                  activation="gelu", positions="learned", norm="pre", tie_weights=True, **shape)
+                                  activation="gelu", positions=args.positions, norm="pre", tie_weights=True, **shape)
     config = train.TrainConfig(steps=steps, batch_size=4 if args.tiny else 12, lr=1e-3, min_lr=1e-4,
                                warmup_steps=min(100, steps // 2), weight_decay=0.1, betas=(0.9, 0.99), grad_clip=1.0,
                                eval_every=250, eval_batches=20, device="cpu", seed=1337)
@@ -92,7 +94,7 @@ def main() -> None:
     seconds = common.median(raw, "seconds")
     losses = sorted({round(r["val_loss"], 6) for r in raw})
     params = Transformer(model_cfg).num_parameters()
-    rows = [["lmlab", params, steps, seconds, f"{int(seconds // 60)}m{seconds % 60:04.1f}s", raw[0]["val_loss"]],
+    rows = [[f"lmlab ({args.positions} positions)", params, steps, seconds, f"{int(seconds // 60)}m{seconds % 60:04.1f}s", raw[0]["val_loss"]],
             ["nanoGPT (FIELD-NOTES, idle)", "", 2000, 132.0, "2m12.0s", 1.886]]
     print(common.table(["run", "parameters", "iterations", "seconds", "wall time", "val loss"], rows))
     print(f"(median of {args.runs} runs, {args.threads} threads, corpus {source}, {len(text):,} characters, "
@@ -103,6 +105,7 @@ def main() -> None:
         "config": {**shape, "parameters": params, "steps": steps, "batch_size": config.batch_size, "lr": config.lr,
                    "min_lr": config.min_lr, "warmup_steps": config.warmup_steps, "betas": config.betas,
                    "weight_decay": config.weight_decay, "grad_clip": config.grad_clip, "bias": False,
+                   "positions": args.positions,
                    "dropout": 0.0, "eval_every": 250, "eval_batches": 20, "final_val_batches": val_batches},
         "median_seconds": seconds, "val_loss": raw[0]["val_loss"], "val_losses_all_runs": losses,
         "nanogpt_reference": {"seconds": 132, "val_loss": 1.886, "source": "FIELD-NOTES.md (idle machine)"},

@@ -1,15 +1,16 @@
 """The training loop: AdamW with decay groups, warmup and cosine schedule, clipping, evaluation, checkpoints.
 
 One function, :func:`train`, trains every neural ``lmlab`` model (the causal and the masked
-:class:`~lmlab.models.Transformer`, :class:`~lmlab.models.MLPLM`, :class:`~lmlab.models.RNNLM`) on a
-flat stream of token ids::
+:class:`~lmlab.models.Transformer`, :class:`~lmlab.models.MLPLM`, :class:`~lmlab.models.RNNLM`) on
+token ids: a flat stream, or rows such as whole sentences (``lmlab.data.sentence_rows``)::
 
     config = TrainConfig(steps=500, batch_size=32, lr=3e-3)
     history = train(model, train_ids, val_ids, config)
     history.plot()
 
-Each step draws ``batch_size`` random windows of ``context`` tokens (``lmlab.data.next_token_batch``
-for the next-token objective, ``lmlab.data.masked_batch`` with the 80/10/10 rule for the masked one),
+Each step draws ``batch_size`` random windows of ``context`` tokens from the stream, or random rows
+(``lmlab.data.next_token_batch`` for the next-token objective, ``lmlab.data.masked_batch`` with the
+80/10/10 rule for the masked one),
 computes the cross-entropy, and takes one AdamW step. Following nanoGPT, weight decay applies to the
 matrices (every parameter with two or more dimensions, embeddings included) and not to biases or norm
 gains; the learning rate rises linearly for ``warmup_steps`` and then follows a cosine down to
