@@ -474,8 +474,8 @@ def sweep_figure(points: Sequence[SweepPoint], entropy_floor: float | None = Non
            + " parameters trained on the same compute budget. Final mean losses: "
            + ", ".join(f"{r['n_params']:,} parameters with {r['tokens']:,} tokens: {r['mean']:.3f}" for r in summary)
            + f". The lowest is at {best['n_params']:,} parameters.")
-    fig.update_xaxes(type="log", title_text="compute spent (parameters x tokens)", row=1, col=1)
-    fig.update_xaxes(type="log", title_text="parameters (fewer tokens to the right)", row=1, col=2)
+    fig.update_xaxes(type="log", title_text="compute (parameters x tokens)", row=1, col=1)
+    fig.update_xaxes(type="log", title_text="parameters", row=1, col=2)
     fig.update_yaxes(title_text="validation loss (nats per token)", row=1, col=1)
     fig.update_layout(title=dict(text=title), template=viz.TEMPLATE, height=460,
                       legend=dict(orientation="h", x=0, y=-0.2, yanchor="top"))
@@ -614,7 +614,7 @@ def lottery_ticket(make_model: Callable[[int], torch.nn.Module], seed: int, spar
 def lottery_figure(results: Sequence[LotteryResult], entropy_floor: float | None = None,
                    title: str = "Winning ticket or not? Pruned networks retrained") -> go.Figure:
     """Final validation loss of the dense network, the rewound ticket and the random re-initialisation:
-    one dot per seed, a bar for the mean, error bars one standard deviation."""
+    one open circle per seed, a diamond for the mean with error bars of one standard deviation."""
     if not results:
         raise ValueError("results is empty: pass the LotteryResults of several seeds")
     names = [("dense", "dense network"), ("ticket", "ticket (rewound)"), ("random_init", "random re-init")]
@@ -625,25 +625,25 @@ def lottery_figure(results: Sequence[LotteryResult], entropy_floor: float | None
         vals = [getattr(r, key) for r in results]
         mean, sd = mean_and_spread(vals)
         alt_parts.append(f"{label} {mean:.3f} ± {sd:.3f}")
-        fig.add_trace(go.Bar(x=[label], y=[mean], name=label, marker_color=viz.COLORWAY[i], opacity=0.55,
-                             error_y=dict(type="data", array=[sd], visible=True, color=viz.TEXT),
-                             hovertemplate=f"{label}<br>mean %{{y:.3f}} ± {sd:.3f} over {len(vals)} seeds"
-                                           "<extra></extra>", showlegend=False))
+        color = viz.COLORWAY[i]
         fig.add_trace(go.Scatter(x=[label] * len(vals), y=vals, mode="markers", showlegend=False,
-                                 marker=dict(color=viz.TEXT, size=7, symbol="circle-open"),
+                                 marker=dict(color=color, size=9, symbol="circle-open", line=dict(width=2)),
                                  customdata=[r.seed for r in results],
                                  hovertemplate=f"{label}<br>seed %{{customdata}}: loss %{{y:.3f}}<extra></extra>"))
-    lo = min(min(getattr(r, k) for r in results) for k, _ in names)
-    hi = max(max(getattr(r, k) for r in results) for k, _ in names)
+        fig.add_trace(go.Scatter(x=[label], y=[mean], mode="markers", showlegend=False,
+                                 marker=dict(color=color, size=14, symbol="diamond"),
+                                 error_y=dict(type="data", array=[sd], visible=True, color=color, thickness=2,
+                                              width=10),
+                                 hovertemplate=f"{label}<br>mean %{{y:.3f}} ± {sd:.3f} over {len(vals)} seeds"
+                                               "<extra></extra>"))
     if entropy_floor is not None:
         fig.add_hline(y=entropy_floor, line=dict(color=viz.TEXT, dash="dash", width=1.5),
                       annotation=dict(text=f"entropy floor {entropy_floor:.3f}"), annotation_position="bottom left")
-        lo = min(lo, entropy_floor)
-    pad = 0.15 * (hi - lo) + 0.02
-    alt = (f"Bar chart of final validation loss (mean ± standard deviation over {len(results)} seeds) at "
-           f"{sparsity:.0%} sparsity of the block weights: " + "; ".join(alt_parts) + ".")
-    fig.update_layout(title=dict(text=title), template=viz.TEMPLATE, bargap=0.45,
-                      yaxis=dict(title=dict(text="validation loss (nats per token)"), range=[lo - pad, hi + pad]))
+    alt = (f"Dot plot of final validation loss (mean ± standard deviation over {len(results)} seeds, and each "
+           f"seed) at {sparsity:.0%} sparsity of the block weights: " + "; ".join(alt_parts) + ".")
+    fig.update_layout(title=dict(text=title), template=viz.TEMPLATE,
+                      xaxis=dict(title=dict(text=f"{sparsity:.0%} of the block weights pruned (except dense)")),
+                      yaxis=dict(title=dict(text="validation loss (nats per token)")))
     return viz.set_alt(fig, alt)
 
 
