@@ -164,22 +164,32 @@ def test_notebook_runs_on_colab(replays: Replays, docname: str):
                        f"executed notebook: {result.executed}\nkernel log tail:\n{result.log[-2000:]}")
 
 
-@pytest.mark.parametrize("docname", NOTEBOOKS)
-def test_replay_matches_the_book(book: BookBuild, replays: Replays, docname: str):
+def book_executed(book: BookBuild, docname: str) -> tuple[dict, dict[str, dict], str]:
+    """The build's executed notebook, its glued values, and where they were read from."""
+    cache = book.html_dir.parent / ".jupyter_cache"
+    nb = outputs.executed_from_cache(cache, nbtools.source_of(docname))
+    if nb is not None:
+        return nb, outputs.glue_in_notebook(nb), f"{cache} (jupyter-cache)"
     built = book.executed_dir / f"{docname}.ipynb"
     if not built.is_file():
-        pytest.fail(f"the book build left no executed notebook at {built}")
+        pytest.fail(f"the book build left no executed copy of {docname} (not in {cache}, no {built})")
+    glue = outputs.read_book_glue(book.executed_dir / f"{docname}.glue.json")
+    return _notebook(built), glue, str(built)
+
+
+@pytest.mark.parametrize("docname", NOTEBOOKS)
+def test_replay_matches_the_book(book: BookBuild, replays: Replays, docname: str):
+    built, built_glue, where = book_executed(book, docname)
     result = replays.get(docname)
     if not result.ok:
         pytest.fail(f"{docname} did not run in the replay ({result.describe_error()}): nothing to compare")
-    comparison = outputs.compare_notebooks(_notebook(built), _notebook(result.executed))
-    glue = outputs.compare_glue(outputs.read_book_glue(book.executed_dir / f"{docname}.glue.json"),
-                                outputs.read_glue_log(result.glue_log))
+    comparison = outputs.compare_notebooks(built, _notebook(result.executed))
+    glue = outputs.compare_glue(built_glue, outputs.read_glue_log(result.glue_log))
     for note in comparison.notes:
         print(f"{docname}: not compared: {note}")
     problems = [str(d) for d in comparison.differences] + glue
     assert not problems, (f"{docname}: the Colab replay's outputs differ from the book build's "
-                          f"(book: {built}, replay: {result.executed}):\n" + "\n".join(problems))
+                          f"(book: {where}, replay: {result.executed}):\n" + "\n".join(problems))
 
 
 # --- budgets -----------------------------------------------------------------------------------------

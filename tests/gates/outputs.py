@@ -7,14 +7,19 @@ share, and :func:`compare_notebooks` reports every cell where the results differ
 What is compared, per code cell (the first code cell, the setup cell, is skipped: it installs lmlab on
 Colab and prints pip's messages, and does nothing in the build):
 
-* stream text (stdout and stderr separately, consecutive pieces joined);
+* stream text, stdout and stderr separately, each merged into one piece per cell as the book shows it
+  (``nb_merge_streams``);
 * each plotly figure's data: the traces, frames, annotation texts, sliders and menus, taken from the
   figure JSON inside whichever HTML the renderer wrote (the book's renderer, Colab's, or
   ``application/vnd.plotly.v1+json``), with numpy's base64 arrays decoded. Titles, sizes, templates and
   the alt text are layout, not data (the live training plot is titled "(live)");
 * the ``text/plain`` of every other rich output;
 * errors (name and message) of cells that are meant to raise;
-* glued values (``lmlab.glue``), by name: the build's ``<doc>.glue.json`` against the replay's record.
+* glued values (``lmlab.glue``), by name: the build's (:func:`glue_in_notebook`) against the replay's
+  record (:func:`read_glue_log`).
+
+The build's side is read from its jupyter-cache (:func:`executed_from_cache`), which holds each
+notebook exactly as executed.
 
 The allowlist (:data:`VOLATILE`), replaced by placeholders before comparing: element ids (UUIDs),
 memory addresses, wall times, rates and clock times, temporary and installation paths. Progress-bar
@@ -167,29 +172,40 @@ def bundle_items(data: dict) -> list[Item]:
     return [Item("other", "+".join(sorted(data)))]
 
 
+def is_hidden_glue(output: dict) -> bool:
+    """A value glued with MyST-NB's ``glue(..., display=False)``: stored in the cell, never shown."""
+    scrapbook = (output.get("metadata") or {}).get("scrapbook") or {}
+    return bool(scrapbook.get("mime_prefix"))
+
+
 def cell_items(cell: dict) -> CellView:
-    """Reduce a code cell's outputs to comparable items (see the module docstring)."""
-    view, pieces = CellView([]), []
+    """Reduce a code cell's outputs to comparable items (see the module docstring).
+
+    Stream text is merged per stream into the place of its first piece, as the book shows it
+    (``nb_merge_streams``); progress bars, live widgets and hidden glue outputs are left out.
+    """
+    view, pieces, first = CellView([]), [], {}
     for out in cell.get("outputs", []):
         kind = out.get("output_type")
         if kind == "stream":
-            pieces.append(("stream", out.get("name", "stdout"), _join(out.get("text"))))
+            name = out.get("name", "stdout")
+            if name in first:
+                pieces[first[name]][2] += _join(out.get("text"))
+            else:
+                first[name] = len(pieces)
+                pieces.append(["stream", name, _join(out.get("text"))])
         elif kind in {"display_data", "execute_result"}:
             data = out.get("data") or {}
+            if is_hidden_glue(out):
+                continue
             if WIDGET_MIME in data:
                 if not is_progress_widget(data):
                     view.live_widget = True
                 continue
-            pieces.append(("rich", None, data))
+            pieces.append(["rich", None, data])
         elif kind == "error":
-            pieces.append(("error", None, f"{out.get('ename')}: {normalise_text(str(out.get('evalue')))}"))
-    merged: list[tuple] = []
-    for piece in pieces:  # join consecutive stream text of the same stream
-        if merged and piece[0] == "stream" and merged[-1][0] == "stream" and merged[-1][1] == piece[1]:
-            merged[-1] = ("stream", piece[1], merged[-1][2] + piece[2])
-        else:
-            merged.append(piece)
-    for what, name, payload in merged:
+            pieces.append(["error", None, f"{out.get('ename')}: {normalise_text(str(out.get('evalue')))}"])
+    for what, name, payload in pieces:
         if what == "stream":
             text = normalise_text(payload)
             if text:
@@ -247,7 +263,7 @@ def compare_notebooks(book: dict, replay: dict, *, skip_first_code_cell: bool = 
         result.differences.append(Difference(-1, "", "the two notebooks have different code cells (was the book "
                                                      "built from other sources than the replay ran?)"))
         return result
-    for n, ((index, a), (_, b)) in enumerate(zip(cells_a, cells_b)):
+    for n, ((_, a), (index, b)) in enumerate(zip(cells_a, cells_b)):  # index: in the source notebook
         head = (_source(a).strip().splitlines() or [""])[0][:70]
         if n == 0 and skip_first_code_cell:
             result.notes.append(f"cell {index}: the setup cell (pip's output on Colab) is not compared")
@@ -278,6 +294,38 @@ def _first_mismatch(a: list[Item], b: list[Item]) -> str:
             return f"; first difference: {x.kind} {x.value[:200]!r} vs {y.kind} {y.value[:200]!r}"
     extra = a[len(b):] or b[len(a):]
     return f"; extra: {extra[0].kind} {extra[0].value[:200]!r}" if extra else ""
+
+
+def glue_in_notebook(nb: dict) -> dict[str, dict]:
+    """Values glued with MyST-NB in an executed notebook: ``{name: display data}`` (prefix removed)."""
+    glued = {}
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            scrapbook = (out.get("metadata") or {}).get("scrapbook")
+            if scrapbook and scrapbook.get("name"):
+                n = len(scrapbook.get("mime_prefix") or "")
+                glued[scrapbook["name"]] = {k[n:]: v for k, v in (out.get("data") or {}).items()}
+    return glued
+
+
+def executed_from_cache(cache_dir: Path, source: Path) -> dict | None:
+    """The executed copy of ``source`` that a build's jupyter-cache holds (matched by its code), or None.
+
+    Prefer it to ``_build/jupyter_execute/<doc>.ipynb``: MyST-NB merges stream outputs for the page
+    *in place* (``nb_merge_streams``) before it writes that copy, which then shows printed text twice.
+    """
+    cache_dir = Path(cache_dir)
+    if not (cache_dir / "global.db").is_file():
+        return None
+    import nbformat
+    from jupyter_cache import get_cache
+
+    cache = get_cache(str(cache_dir))
+    try:
+        record = cache.match_cache_notebook(nbformat.read(str(source), as_version=4))
+    except KeyError:
+        return None
+    return json.loads(nbformat.writes(cache.get_cache_bundle(record.pk).nb))
 
 
 def read_glue_log(path: Path) -> dict[str, dict]:
