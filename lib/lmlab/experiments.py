@@ -504,8 +504,8 @@ def prunable_weights(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
 def magnitude_masks(weights: Mapping[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
     """For each tensor, a bool mask keeping its ``1 - sparsity`` largest-magnitude entries.
 
-    Exactly ``round(sparsity * numel)`` entries of each tensor are pruned (False); ties are broken by
-    position. ``sparsity`` is the fraction removed, in ``[0, 1)``.
+    Exactly ``round(sparsity * numel)`` entries of each tensor are pruned (False); among equal
+    magnitudes the earlier position is pruned first. ``sparsity`` is the fraction removed, in ``[0, 1)``.
     """
     _check_fraction("sparsity", sparsity)
     masks = {}
