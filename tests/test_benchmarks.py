@@ -42,7 +42,8 @@ def test_benchmark_runs_tiny(script, tmp_path):
         assert result["positions_processed"]["lmlab, cache"] < result["positions_processed"]["lmlab, recompute"]
         assert all(result["same_tokens_as_lmlab_cache"].values())
     elif script == "nanogpt_recipe.py":
-        assert result["val_loss"] > 0 and result["config"]["bias"] is False
+        assert set(result["variants"]) == {"learned", "rotary"} and result["config"]["bias"] is False
+        assert all(v["val_loss"] > 0 for v in result["variants"].values())
     else:
         assert set(result["models"]) == {"toy-gpt-tiny", "toy-bert-tiny", "toy-char-tiny"}
         assert all(m["held_out_words"] > 0 for m in result["models"].values())
