@@ -66,7 +66,9 @@ def _check_int(name: str, value: Any, minimum: int = 1) -> int:
 
 
 def _check_fraction(name: str, value: Any, low: float = 0.0, high: float = 1.0) -> float:
-    if not isinstance(value, (int, float, np.floating)) or isinstance(value, bool) or not low <= value < high:
+    if not isinstance(value, (int, float, np.floating)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number in [{low}, {high}), got {value!r}")
+    if not low <= value < high:
         raise ValueError(f"{name} must be a number in [{low}, {high}), got {value!r}")
     return float(value)
 
@@ -374,7 +376,7 @@ class SweepPoint:
     tokens: int
     seed: int
     val_loss: float
-    curve: tuple[list[int], list[float]] = field(default=([], []), repr=False)
+    curve: tuple[list[int], list[float]] = field(default_factory=lambda: ([], []), repr=False)
 
 
 def compute_sweep(train_rows: torch.Tensor, val_rows: torch.Tensor, tokenizer: Any, budget: float,
