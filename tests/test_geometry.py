@@ -70,6 +70,16 @@ def test_collect_activations_shapes_positions_and_padding(lang, tok, causal):
     np.testing.assert_allclose(acts.vectors[:, :n], stacked, atol=1e-5)
 
 
+def test_collect_activations_layer_0_with_rotary_positions_is_the_word_alone(lang, tok):
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(vocab_size=tok.vocab_size, context_length=24, n_layer=1, n_head=2,
+                                          d_model=16, positions="rotary")).eval()
+    acts = G.collect_activations(model, tok, lang.sample(6, seed=2), keep=lambda w, t: t.pos == "NOUN")
+    for i in range(len(acts)):
+        np.testing.assert_allclose(acts.vectors[0, i], model.wte.weight[tok.token_to_id(acts.words[i])].detach().numpy(),
+                                   atol=1e-6)
+
+
 def test_collect_activations_keep_select_and_labels(lang, tok):
     model = tiny(tok, False)
     sents = lang.sample(30, seed=5)

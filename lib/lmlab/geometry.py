@@ -27,8 +27,10 @@ pairs and their offsets as arrows after PCA) and :func:`layer_scores_figure` (a 
 lines, with a chance line). The exercise checker :func:`check_probe` follows :mod:`lmlab.exercises`.
 
 Our word-level models read ``". the dog barks ."``: word ``i`` of a sentence sits at position ``i + 1``.
-Layer ``0`` is the input to the first block (token plus position embedding), layer ``l`` the output of
-block ``l - 1`` (``blocks.{l-1}.resid_post``), as in Hugging Face's ``hidden_states``.
+Layer ``0`` is the input to the first block (``blocks.0.resid_pre``: the token embedding, plus the
+position embedding in models that add one; with rotary positions it is the token embedding alone),
+layer ``l`` the output of block ``l - 1`` (``blocks.{l-1}.resid_post``), as in Hugging Face's
+``hidden_states``.
 """
 from __future__ import annotations
 
@@ -125,8 +127,9 @@ def embedding_matrix(model: Any) -> np.ndarray:
 class Activations:
     """Every layer's vector for chosen tokens of some sentences, with what the grammar says about them.
 
-    ``vectors``: ``(layers, n, d_model)``; layer 0 is the input to the first block (token + position
-    embedding), layer ``l`` the output of block ``l - 1``. ``words[i]``, ``tags[i]`` (a
+    ``vectors``: ``(layers, n, d_model)``; layer 0 is the input to the first block (the token
+    embedding, plus a position embedding if the model adds one), layer ``l`` the output of block
+    ``l - 1``. ``words[i]``, ``tags[i]`` (a
     :class:`lmlab.corpus.Tag`), ``sentence[i]`` (index into ``sentences``) and ``position[i]`` (word
     index in its sentence, from 0) describe token ``i``.
     """
