@@ -82,6 +82,13 @@ def test_progress_is_plain_text_in_book_builds():
     lines = out.stdout.strip().splitlines()
     assert lines[0].startswith("training: 100%") and "50/50" in lines[0] and "loss=0.5" in lines[0]
     assert lines[1] == "done" and "\r" not in out.stdout and out.stderr == ""
+    quiet = run_python("""
+        import lmlab
+        for i in lmlab.progress(range(5), disable=True):
+            pass
+        print("quiet")
+    """, LMLAB_BOOK="1")
+    assert quiet.returncode == 0 and quiet.stdout == "quiet\n", quiet.stderr
 
 
 def test_book_renderer_serves_figures_without_plotlyjs_and_with_their_alt_text():

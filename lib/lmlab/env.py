@@ -162,7 +162,7 @@ def _plain_bar_class():
             if not self.disable and not getattr(self, "_lmlab_printed", False):
                 self._lmlab_printed = True
                 print(self.__str__(), flush=True)
-            devnull = self.fp
+            devnull = getattr(self, "fp", None)  # a disabled bar never opened one
             super().close()
             try:
                 devnull.close()
