@@ -86,10 +86,13 @@ class ZooSpec:
             raise ValueError(f"data_seed {self.data_seed} would reuse the held-out evaluation seed {EVAL_SEED}")
 
 
-# Tuned on the toy language (benchmarks/zoo_gaps.py measures them): rotary positions (the toy language's
-# sentences sit anywhere in a training window, and relative positions carry over between offsets) and a
-# high learning rate gave toy-gpt the smallest gap per training second; learned positions ended ~0.02
-# nats higher for the same steps.
+# Tuned on the toy language (benchmarks/zoo_gaps.py measures them). For toy-gpt, with 1200 steps of
+# 48 x 24 tokens (1.4 M tokens):
+# * rotary positions: sentences sit anywhere in a training window and relative positions carry over
+#   between offsets; learned positions ended 0.01-0.02 nats/word higher;
+# * learning rate 2e-2: the code-copying sentences ("the code is ka lo mu , ka lo mu .", 2% of them) are
+#   learned suddenly, and at 1.5e-2 one seed in three had not learned them yet (+0.018 nats/word);
+#   at 2e-2 seeds 0, 1, 2 ended at gaps 0.035, 0.040, 0.039, copying learned in each.
 SPECS: dict[str, ZooSpec] = {
     spec.name: spec for spec in [
         ZooSpec(
@@ -98,7 +101,7 @@ SPECS: dict[str, ZooSpec] = {
             tokenizer="word",
             model=dict(context_length=24, n_layer=2, n_head=4, d_model=64, d_ff=256, activation="gelu_tanh",
                        positions="rotary"),
-            train=dict(steps=1200, batch_size=48, lr=1.5e-2, min_lr=1.5e-3, warmup_steps=60, weight_decay=0.1,
+            train=dict(steps=1200, batch_size=48, lr=2e-2, min_lr=2e-3, warmup_steps=60, weight_decay=0.1,
                        betas=(0.9, 0.99), grad_clip=1.0, eval_every=0, eval_batches=10),
             train_sentences=40_000,
         ),
