@@ -26,6 +26,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true", help="a tiny, fast version (the test suite's smoke test)")
     p.add_argument("--runs", type=int, default=None, help="timed rounds after the warm-up (default 5; 1 with --tiny)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false",
+                   help="skip the warm-up run (only to check a script quickly; not for committed results)")
     p.add_argument("--out", type=Path, default=None,
                    help="where to write the JSON (default benchmarks/results/<name>.json; with --tiny nothing "
                         "is written unless given)")
@@ -112,7 +114,8 @@ def write(name: str, args: argparse.Namespace, result: dict[str, Any], machine_b
     """Write the JSON result (with the machine before and the load average after); returns the path."""
     out = args.out if args.out is not None else (None if args.tiny else RESULTS / f"{name}.json")
     after = os.getloadavg() if hasattr(os, "getloadavg") else None
-    payload = {"benchmark": name, "tiny": bool(args.tiny), "runs": args.runs, "machine": machine_before,
+    payload = {"benchmark": name, "tiny": bool(args.tiny), "runs": args.runs, "warmup": args.warmup,
+               "machine": machine_before,
                "load_average_after": list(after) if after else None, **result}
     if out is None:
         return None

@@ -76,7 +76,7 @@ def main() -> None:
 
     contenders = {"lmlab, cache": ours(True), "lmlab, recompute": ours(False),
                   "transformers generate(), cache": theirs(True), "transformers generate(), recompute": theirs(False)}
-    raw = common.alternate(contenders, args.runs)
+    raw = common.alternate(contenders, args.runs, warmup=args.warmup)
     med = {name: common.median(rows, "tokens_per_second") for name, rows in raw.items()}
 
     positions = {}

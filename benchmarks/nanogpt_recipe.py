@@ -100,7 +100,7 @@ def main() -> None:
     # the warm-up is a short run of each shape, not a full one
     warm = train.TrainConfig(**{**config.__dict__, "steps": min(20, steps), "eval_every": 0, "eval_batches": 0,
                                 "warmup_steps": min(10, steps // 2)})
-    for positions in variants:
+    for positions in variants if args.warmup else []:
         train.train(Transformer(model_config(positions)), train_ids, None, warm, progress=False)
     raw = common.alternate({v: contender(v) for v in variants}, args.runs, warmup=False)
 

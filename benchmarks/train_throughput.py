@@ -75,7 +75,8 @@ def main() -> None:
             return {"seconds": hist.seconds, "tokens": hist.tokens_seen,
                     "tokens_per_second": hist.tokens_seen / hist.seconds, "final_loss": hist.final_train_loss}
 
-        raw = common.alternate({"lmlab": lambda: run(ours), "GPT2LMHeadModel": lambda: run(theirs)}, args.runs)
+        raw = common.alternate({"lmlab": lambda: run(ours), "GPT2LMHeadModel": lambda: run(theirs)}, args.runs,
+                               warmup=args.warmup)
         ours_tps = common.median(raw["lmlab"], "tokens_per_second")
         hf_tps = common.median(raw["GPT2LMHeadModel"], "tokens_per_second")
         results[label] = {"config": {**fields, "batch_size": batch, "vocab_size": tok.vocab_size, "steps": steps,

@@ -62,7 +62,7 @@ def main() -> None:
                         "tokens_per_second": info.tokens_per_second, "final_val_loss": info.final_val_loss}
             return run
 
-        raw = common.alternate({spec.name: cold(spec) for spec in specs}, args.runs)
+        raw = common.alternate({spec.name: cold(spec) for spec in specs}, args.runs, warmup=args.warmup)
         results, rows = {}, []
         for spec in specs:
             model, tok = models[spec.name]

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
