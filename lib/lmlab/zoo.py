@@ -7,7 +7,8 @@
     model, tokenizer = zoo.load("toy-gpt")
     model.zoo_info                         # how it was trained: seconds, steps, tokens, losses, ...
 
-The first ``load`` of a model trains it (each in well under 30 s on 2 CPU cores) and saves it in
+The first ``load`` of a model trains it (each is sized to train in under 30 s on 2 idle CPU cores;
+``benchmarks/zoo_gaps.py`` measures it) and saves it in
 ``lmlab.env.cache_dir("zoo")`` (``~/.cache/lmlab/zoo``, or under ``$LMLAB_CACHE``); later loads read
 the file. The file name holds a key: a hash of the model's spec (architecture, training settings,
 data), the toy language's grammar and the source of the ``lmlab`` modules that shape the result, so a
