@@ -387,8 +387,11 @@ class HeadReport:
         return f"L{self.layer}H{self.head}"
 
     def __repr__(self) -> str:
-        return (f"HeadReport(chosen {self.name}: {self.chosen_test:.3f} on {self.n_test} held-out sites; best other "
-                f"head {self.best_other_test:.3f}; position rule '{self.rule}' {self.rule_test:.3f})")
+        return (f"HeadReport: head {self.name}, chosen on {self.n_select} selection sites; on {self.n_test} "
+                f"held-out sites:\n"
+                f"  {self.name:<16} {self.chosen_test:.3f}\n"
+                f"  best other head  {self.best_other_test:.3f}\n"
+                f"  position rule    {self.rule_test:.3f}  ({self.rule})")
 
 
 def find_head(select: tuple[Any, Sequence[Site]], test: tuple[Any, Sequence[Site]],
@@ -818,6 +821,13 @@ def random_purity(vocab: Sequence[str], label: Callable[[str], str], k: int, n: 
 
 _TOP_LEGEND = dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom")
 
+
+def _top_margin(names: Sequence[str], width: int = viz.WIDTH) -> int:
+    """Room above the plot for the title and a horizontal legend of ``names`` (which may wrap)."""
+    per_row = max(1, width - 120)
+    used = sum(7 * len(str(n)) + 50 for n in names)
+    return 84 + 24 * math.ceil(used / per_row)
+
 def head_scores_figure(report: HeadReport, *, what: str = "points to the target", title: str | None = None) -> go.Figure:
     """Bars: every head's accuracy on the held-out sites, the chosen head highlighted, the position-only
     baseline as a dashed line."""
@@ -843,7 +853,8 @@ def head_scores_figure(report: HeadReport, *, what: str = "points to the target"
            f"{report.chosen_test:.2f}; the best other head {report.best_other_test:.2f}; a dashed line marks the "
            f"best position-only rule, '{report.rule}', at {report.rule_test:.2f}.")
     return viz._finish(fig, alt, title if title is not None else f"Which head {what}?",
-                       height=440, showlegend=True, legend=_TOP_LEGEND, margin=dict(l=70, r=30, t=110, b=60),
+                       height=440, showlegend=True, legend=_TOP_LEGEND,
+                       margin=dict(l=70, r=30, t=_top_margin([d.name for d in fig.data]), b=60),
                        xaxis=dict(title=dict(text="head (layer, head)"), type="category",
                                   tickangle=-60 if len(names) > 16 else 0,
                                   tickfont=dict(size=9 if len(names) > 32 else 12)),
@@ -941,7 +952,8 @@ def curves(x: Sequence[float], series: dict[str, Any], *, x_title: str, y_title:
     many = len(series) > 1
     return viz._finish(fig, alt, title, xaxis=xaxis,
                        yaxis=dict(title=dict(text=y_title), type="log" if log_y else "linear", exponentformat="power"),
-                       legend=_TOP_LEGEND, showlegend=many, margin=dict(l=70, r=30, t=110 if many else 70, b=60))
+                       legend=_TOP_LEGEND, showlegend=many,
+                       margin=dict(l=70, r=30, t=_top_margin(list(series)) if many else 70, b=60))
 
 
 def bars(labels: Sequence[str], values: Any, *, x_title: str, y_title: str, title: str,
@@ -981,7 +993,7 @@ def bars(labels: Sequence[str], values: Any, *, x_title: str, y_title: str, titl
     return viz._finish(fig, alt, title, showlegend=len(series) > 1, barmode="group",
                        xaxis=viz._token_axis(custom, title=dict(text=x_title), tickangle=-30 if crowded else 0),
                        yaxis=dict(title=dict(text=y_title)), legend=_TOP_LEGEND,
-                       margin=dict(l=70, r=30, t=110 if len(series) > 1 else 70, b=60))
+                       margin=dict(l=70, r=30, t=_top_margin(list(series)) if len(series) > 1 else 70, b=60))
 
 
 def promoted_tokens_table(rows: Sequence[tuple[str, Sequence[str], str]], *, title: str | None = None) -> go.Figure:
