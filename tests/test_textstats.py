@@ -231,6 +231,8 @@ def test_compare_strategies_small(lang, tok):
     assert torch.get_num_threads() == 2
     fig = ts.tradeoff_figure(c)
     assert len(fig.data) == len(strategies) + 1 and "grammatical" in fig.layout.meta["alt"]
+    labels = [t.text[0] for t in fig.data if t.text[0]]
+    assert len(labels) == len({(round(t.x[0], 3), round(t.y[0], 3)) for t in fig.data})  # one label per point
     with pytest.raises(ValueError, match="unknown argument"):
         ts.compare_strategies(model, tok, lang, {"bad": dict(beams=3)})
     with pytest.raises(ValueError, match="n_samples"):
@@ -356,3 +358,11 @@ def test_check_temperature_for_entropy_not_attempted(capsys):
 
     assert not ts.check_temperature_for_entropy(stub)
     assert "not attempted yet" in capsys.readouterr().out
+
+
+def test_labels_avoid_each_other():
+    placed = []
+    first = ts._label_position(0.5, 0.9, 8, placed)
+    second = ts._label_position(0.45, 0.9, 8, placed)  # its right-hand label would cover the first point
+    assert first == "middle right" and second != "middle right"
+    assert len(placed) == 4

@@ -571,22 +571,58 @@ def _compare(model, tokenizer, lang, specs: dict, n_samples: int, prefix_sentenc
     return Comparison(steps, samples, stats, texts, long_texts, n_prefixes)
 
 
+def _label_position(x: float, y: float, n_chars: int, placed: list) -> str:
+    """A text position for a point's label that covers as little as possible of the earlier labels and
+    markers (approximate boxes in axis units: x spans about 1.1 over 560 px, y about 1.2 over 330 px);
+    records the chosen box in ``placed``."""
+    w, h, m = 0.0145 * n_chars + 0.01, 0.075, 0.03
+    boxes = {"middle right": (x + m, y - h / 2, x + m + w, y + h / 2),
+             "bottom right": (x, y - m - h, x + w, y - m),
+             "top right": (x, y + m, x + w, y + m + h),
+             "bottom center": (x - w / 2, y - m - h, x + w / 2, y - m),
+             "top center": (x - w / 2, y + m, x + w / 2, y + m + h),
+             "middle left": (x - m - w, y - h / 2, x - m, y + h / 2)}
+
+    def overlap(b) -> float:
+        area = sum(max(0.0, min(b[2], o[2]) - max(b[0], o[0])) * max(0.0, min(b[3], o[3]) - max(b[1], o[1]))
+                   for o in placed)
+        outside = max(0.0, -0.03 - b[0]) + max(0.0, b[3] - 1.12) + max(0.0, -0.06 - b[1])  # off the axes
+        return area + outside
+
+    choice = min(boxes, key=lambda k: overlap(boxes[k]))  # ties: the order above
+    placed += [boxes[choice], (x - m, y - m, x + m, y + m)]
+    return choice
+
+
 def tradeoff_figure(comparison: Comparison, title: str | None = None) -> go.Figure:
     """Quality against diversity, one point per strategy: distinct-2 of the sampled sentences (x) and the
-    share of them that are grammatical (y), with the language itself as the reference point (a star)."""
+    share of them that are grammatical (y), with the language itself as the reference point (a star).
+    Strategies that land on the same point (greedy and beam search often do) share one label."""
     if not isinstance(comparison, Comparison):
         raise TypeError(f"pass the result of compare_strategies, got {type(comparison).__name__}")
     fig = go.Figure()
-    points = []
+    stats = {name: s["sample"] for name, s in comparison.stats.items()}
+    groups: dict[tuple[float, float], list[str]] = {}
+    for name, sm in stats.items():
+        groups.setdefault((round(sm.distinct_2, 3), round(sm.grammatical, 3)), []).append(name)
+    placed: list[tuple[float, float, float, float]] = []
+    label_of = {}
+    for name in sorted(stats, key=lambda n: n != LANGUAGE):  # the reference is placed first
+        key = (round(stats[name].distinct_2, 3), round(stats[name].grammatical, 3))
+        if groups[key][0] == name:
+            text = " = ".join(groups[key])
+            label_of[name] = (text, _label_position(stats[name].distinct_2, stats[name].grammatical, len(text),
+                                                    placed))
     symbols = [s for s in viz.SYMBOLS if s != "star"]
     colors = [c for c in viz.COLORWAY if c != viz.OKABE_ITO["black"]]  # black marks the language
-    for i, (name, s) in enumerate(comparison.stats.items()):
-        sm = s["sample"]
+    points = []
+    for i, (name, sm) in enumerate(stats.items()):
         x, y = sm.distinct_2, sm.grammatical
         points.append((name, x, y))
         is_ref = name == LANGUAGE
+        text, position = label_of.get(name, ("", "middle right"))
         fig.add_trace(go.Scatter(
-            x=[x], y=[y], mode="markers+text", name=name, text=[name], textposition="middle right",
+            x=[x], y=[y], mode="markers+text", name=name, text=[text], textposition=position,
             marker=dict(size=17 if is_ref else 12, symbol="star" if is_ref else symbols[i % len(symbols)],
                         color=viz.OKABE_ITO["black"] if is_ref else colors[(i - 1) % len(colors)]),
             hovertemplate=(f"<b>{html.escape(name)}</b><br>distinct-2: %{{x:.3f}}<br>grammatical: "
@@ -596,10 +632,10 @@ def tradeoff_figure(comparison: Comparison, title: str | None = None) -> go.Figu
            "(share of grammatical sentences, y): " + "; ".join(f"{n} {x:.2f}, {y:.2f}" for n, x, y in points) + ".")
     fig = viz.set_alt(fig, alt)
     fig.update_layout(title=dict(text=title if title is not None else "Diversity against grammaticality"),
-                      showlegend=False, height=460,
+                      showlegend=False, height=500,
                       xaxis=dict(title=dict(text="distinct-2 (diversity of word pairs)"),
                                  range=[-0.03, max(1.0, max(x for _, x, _ in points) + 0.25)]),
-                      yaxis=dict(title=dict(text="share of grammatical sentences"), range=[-0.06, 1.1]))
+                      yaxis=dict(title=dict(text="share of grammatical sentences"), range=[-0.06, 1.12]))
     return fig
 
 
