@@ -232,11 +232,13 @@ def test_logit_attribution_adds_up_to_the_logit():
     names = [n for n, _ in parts]
     assert names[:2] == ["token embedding", "position embedding"]
     assert "attention 0" in names and "feed-forward 0" in names
-    logits = model(idx)[0, -1]
+    with torch.no_grad():
+        all_logits = model(idx)[0]
+    logits = all_logits[-1]
     top = int(logits.argmax())
     assert sum(v for _, v in parts) == pytest.approx(float(logits[top]), abs=1e-4)
     other = V.logit_attribution(model, idx, position=2, token=5)
-    assert sum(v for _, v in other) == pytest.approx(float(model(idx)[0, 2, 5]), abs=1e-4)
+    assert sum(v for _, v in other) == pytest.approx(float(all_logits[2, 5]), abs=1e-4)
     fig = V.attribution_figure(parts, token=tok.id_to_token(top))
     assert len(fig.data[0].y) == len(parts) + 1
     post, _ = fresh(norm="post")

@@ -11,12 +11,21 @@ Comparing variants
     two thirds of the feed-forward width, so every activation has the same number of parameters
     (Shazeer, 2020).
 
-Probes
+Probes (``probes={"order": order_probe(60)}`` in :func:`compare`)
+    :func:`order_accuracy`: how often a model scores a held-out sentence above the same words shuffled
+    (:func:`shuffled_sentences`); a masked model without positions ties on every pair (0.5 exactly).
     :func:`agreement_pairs` / :func:`agreement_accuracy`: minimal pairs such as "the dog near the dogs ___"
     and "the dogs near the dog ___", made of the same words in a different order. A model that cannot
     see word order gives both the same prediction, so it is right on exactly half of them.
+    :func:`order_probe` and :func:`agreement_probe` fix the pairs once and return probe functions.
+
+Copying from context
     :func:`copy_probe`: the toy language's copy sentences "the code is X Y Z , X Y Z ." The first
-    three syllables are random; the repeat can only be predicted by copying from the context.
+    three syllables are random; the repeat can only be predicted by copying from the context
+    (:func:`random_codes` with ``exclude=training_codes()`` gives codes a zoo model never saw).
+    :func:`induction_scores` finds the head that attends to the syllable to be copied;
+    :func:`attention_by_offset` shows how far back a head looks. Figures: :func:`copy_figure`,
+    :func:`offset_figure`.
 
 Fine-tuning
     :func:`finetune` adapts a copy of a trained model to ``toy("shifted")`` and records its gap on both
@@ -24,6 +33,7 @@ Fine-tuning
     scratch on the same budget.
 
 Inside the model
+    :func:`activation_figure`: the feed-forward activations (ReLU, GELU, SiLU, sigmoid).
     :func:`logit_attribution`: the logit of a token, split exactly into what the embeddings and each
     attention and feed-forward layer wrote into the residual stream (pre-norm models).
     :func:`hf_tokenizer`: a ``transformers`` tokenizer for a word-level lmlab tokenizer, so a model
@@ -397,7 +407,6 @@ def compare_configs(variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[i
                 for pname, probe in probes.items():
                     metrics[pname] = float(probe(model, tok))
             runs.append(Run(str(label), seed, metrics, model if keep_models else None, history))
-            bar.set_postfix(run=f"{label}/{seed}", gap=f"{metrics['gap']:.3f}", refresh=False)
             bar.update(1)
     finally:
         bar.close()
@@ -425,22 +434,27 @@ def compare(field_name: str, values: Sequence[Any], seeds: Sequence[int] = SEEDS
 # --- the comparison figure -------------------------------------------------------------------------
 
 METRIC_TITLES = {
-    "gap": "gap to the exact loss (nats per word)",
-    "nll": "held-out loss (nats per word)",
-    "train_loss": "training loss (nats per token)",
-    "agreement": "agreement accuracy on minimal pairs",
-    "order": "prefers the real word order",
-    "gap_standard": "gap on the standard language",
-    "gap_shifted": "gap on the shifted language",
+    "gap": "gap to the exact loss",
+    "nll": "held-out loss",
+    "train_loss": "training loss",
+    "agreement": "agreement (minimal pairs)",
+    "order": "prefers the real order",
+    "gap_standard": "gap, standard language",
+    "gap_shifted": "gap, shifted language",
 }
+METRIC_UNITS = {"gap": "nats per word", "nll": "nats per word", "train_loss": "nats per token",
+                "gap_standard": "nats per word", "gap_shifted": "nats per word", "agreement": "share right",
+                "order": "share of pairs"}
 
 
 def comparison_figure(comparison: Comparison, metrics: Sequence[str] | str = "gap", *, title: str | None = None,
                       reference: Mapping[str, float] | None = None, metric_titles: Mapping[str, str] | None = None,
-                      x_title: str = "variant") -> go.Figure:
+                      x_title: str = "") -> go.Figure:
     """Every seed of every variant as a dot, and the mean over seeds with its standard deviation.
 
     One panel per metric. ``reference`` draws a dashed line per metric (e.g. chance accuracy, 0.5).
+    Losses and gaps are in nats per word; metrics in ``comparison.higher_is_better`` whose values lie in
+    [0, 1] (accuracies) are drawn on a 0 to 1 axis.
     """
     from .viz import COLORWAY, SYMBOLS, TEMPLATE, TEXT, set_alt
 
@@ -457,6 +471,7 @@ def comparison_figure(comparison: Comparison, metrics: Sequence[str] | str = "ga
     n = len(comparison.labels)
     offsets = {s: (i - (len(seeds) - 1) / 2) * 0.12 for i, s in enumerate(seeds)}
     alt_parts = []
+    crowded = sum(len(l) for l in comparison.labels) * len(metrics) > 40  # tick labels would collide
     for col, metric in enumerate(metrics, start=1):
         for i, seed in enumerate(seeds):
             xs, ys, names = [], [], []
@@ -486,14 +501,21 @@ def comparison_figure(comparison: Comparison, metrics: Sequence[str] | str = "ga
         if reference and metric in reference:
             fig.add_hline(y=float(reference[metric]), line=dict(color=TEXT, dash="dash", width=1), row=1, col=col)
         fig.update_xaxes(tickmode="array", tickvals=list(range(n)), ticktext=comparison.labels,
-                         range=[-0.6, n - 0.4], showgrid=False, title=dict(text=x_title), row=1, col=col)
+                         range=[-0.6, n - 0.4], showgrid=False, title=dict(text=x_title),
+                         tickangle=-30 if crowded else 0, row=1, col=col)
+        unit = METRIC_UNITS.get(metric, "")
+        if unit:
+            fig.update_yaxes(title=dict(text=unit, font=dict(size=12)), row=1, col=col)
+        values = [r.metrics[metric] for r in comparison.runs if metric in r.metrics]
+        if metric in comparison.higher_is_better and 0 <= min(values) and max(values) <= 1:
+            fig.update_yaxes(range=[-0.04, 1.06], row=1, col=col)
         best = comparison.best(metric)
         alt_parts.append(f"{titles.get(m := metric, m)}: " + ", ".join(
             f"{l} {comparison.mean(l, metric):.3f} (sd {comparison.std(l, metric):.3f})" for l in comparison.labels)
             + f"; best mean: {best}")
     fig.update_layout(template=TEMPLATE, title=dict(text=title or f"{comparison.name}: every seed and the mean"),
-                      legend=dict(orientation="h", y=-0.22, x=0.0), height=440 + (20 if len(metrics) > 1 else 0),
-                      margin=dict(b=110))
+                      legend=dict(orientation="h", yanchor="top", y=-0.3 if crowded else -0.12, x=0.0),
+                      height=470, margin=dict(b=120, t=90))
     for ann in fig.layout.annotations:  # subplot titles a little smaller than the figure title
         ann.font = dict(size=13)
     alt = (f"Dot plot comparing {n} variants ({', '.join(comparison.labels)}) over {len(seeds)} seeds; each dot is "
@@ -993,10 +1015,12 @@ def finetune_curves(runs: Sequence[FinetuneRun], *, title: str | None = None) ->
                 f"{np.mean([r.gap_shifted[-1] for r in ft]):.2f} on the shifted language and from "
                 f"{ft[0].gap_standard[0]:.2f} to about {np.mean([r.gap_standard[-1] for r in ft]):.2f} "
                 "on the standard one")
+    ticks = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5]
     fig.update_layout(template=TEMPLATE, title=dict(text=title or "Fine-tuning: gap on both languages"),
                       xaxis=dict(title=dict(text="fine-tuning step")),
-                      yaxis=dict(title=dict(text="gap to the exact loss (nats per word)"), type="log"),
-                      legend=dict(x=0.98, xanchor="right", y=0.98, yanchor="top"))
+                      yaxis=dict(title=dict(text="gap (nats per word, log scale)"), type="log",
+                                 tickmode="array", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks]),
+                      legend=dict(orientation="h", yanchor="top", y=-0.2, x=0.0), height=480, margin=dict(b=130))
     return set_alt(fig, alt + ".")
 
 
