@@ -865,9 +865,9 @@ def _head_scores_heatmap(report: HeadReport, what: str, title: str | None) -> go
     acc = report.test_accuracy
     n_layers, n_heads = acc.shape
     fig = go.Figure(go.Heatmap(
+        # no numbers in the cells: no single text colour reads well on every viridis shade (hover shows them)
         z=acc, x=list(range(n_heads)), y=list(range(n_layers)), zmin=0, zmax=1, colorscale=viz.SEQUENTIAL,
-        text=[[f"{v:.2f}" for v in row] for row in acc], texttemplate="%{text}", textfont=dict(size=10),
-        colorbar=dict(title=dict(text="accuracy")),
+        colorbar=dict(title=dict(text="accuracy")), xgap=1, ygap=1,
         hovertemplate="layer %{y}, head %{x}<br>held-out accuracy %{z:.3f}<extra></extra>"))
     fig.add_shape(type="rect", x0=report.head - 0.5, x1=report.head + 0.5, y0=report.layer - 0.5,
                   y1=report.layer + 0.5, line=dict(color=viz.OKABE_ITO["vermillion"], width=3))
@@ -1004,7 +1004,7 @@ def promoted_tokens_table(rows: Sequence[tuple[str, Sequence[str], str]], *, tit
     toks = [", ".join(r[1]) for r in rows]
     labels = [r[2] for r in rows]
     fig = go.Figure(go.Table(
-        columnwidth=[90, 470, 160],
+        columnwidth=[120, 440, 160],
         header=dict(values=["<b>value vector</b>", "<b>tokens it promotes most</b>", "<b>most common class</b>"],
                     fill_color="#eef1f5", align="left", font=dict(size=13, color=viz.TEXT)),
         cells=dict(values=[names, toks, labels], align="left", fill_color="#ffffff", height=26,
