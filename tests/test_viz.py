@@ -415,9 +415,10 @@ def test_logit_lens_from_the_model(model, tok, run):
     assert np.allclose(top_p[-1], final.max(-1).values.numpy(), atol=1e-5)  # last row = the model's output
     assert top_tokens[-1] == [tok.vocab[i] for i in final.argmax(-1).tolist()]
     fig = viz.logit_lens(top_p, top_tokens, tokens, layer_names=names)
-    (trace,) = fig.data
-    assert np.allclose(np.array(trace.z), top_p) and trace.texttemplate == "%{text}"
-    assert [list(r) for r in trace.text] == top_tokens
+    trace, labels = fig.data
+    assert np.allclose(np.array(trace.z), top_p) and labels.mode == "text"
+    assert list(labels.text) == [t for row in top_tokens for t in row]
+    assert len(labels.textfont.color) == top_p.size
     assert list(fig.layout.yaxis.ticktext) == names
     assert "top next-token guess" in _alt_ok(fig)
 
@@ -454,3 +455,16 @@ def test_bad_numbers_are_refused():
         viz.softmax([1.0, 2.0], temperature=0)
     with pytest.raises(ValueError, match="probabilities in"):
         viz.logit_lens([[1.5]], [["a"]], ["a"])
+
+
+def test_cell_text_contrasts_with_its_cell():
+    """Labels drawn on heatmap cells (the logit lens) reach WCAG AA contrast on every colour of the scale."""
+    from plotly.colors import get_colorscale, sample_colorscale
+
+    values = np.linspace(0, 1, 101)
+    colors = viz.text_colors_on(values, viz.SEQUENTIAL)
+    cells = sample_colorscale(get_colorscale(viz.SEQUENTIAL), list(values))
+    for text, cell in zip(colors, cells):
+        a, b = viz._luminance(text), viz._luminance(cell)
+        assert (max(a, b) + 0.05) / (min(a, b) + 0.05) >= 4.5, (text, cell)
+    assert {"#ffffff", "#000000"} == set(colors)  # both are needed along viridis

@@ -1028,6 +1028,29 @@ def loss_curves(runs: Any, *, entropy_floor: float | None = None, title: str | N
 
 # --- inside the model -----------------------------------------------------------------------------
 
+def _luminance(color: str) -> float:
+    """WCAG relative luminance of an ``rgb(...)`` or ``#rrggbb`` colour."""
+    from plotly.colors import hex_to_rgb, unlabel_rgb
+
+    rgb = hex_to_rgb(color) if color.startswith("#") else unlabel_rgb(color)
+    lin = [(c / 255) / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def text_colors_on(values: Any, colorscale: str | Sequence, vmin: float = 0.0, vmax: float = 1.0) -> list[str]:
+    """For text drawn on cells coloured by ``colorscale``: black or white, whichever contrasts more
+    with each cell (at least 4.58:1 either way, WCAG AA)."""
+    from plotly.colors import get_colorscale, sample_colorscale
+
+    scale = get_colorscale(colorscale) if isinstance(colorscale, str) else [list(c) for c in colorscale]
+    v = np.clip((_array(values, "values", 1) - vmin) / max(vmax - vmin, 1e-12), 0, 1)
+    out = []
+    for cell in sample_colorscale(scale, list(v)):
+        lum = _luminance(cell)
+        out.append("#000000" if (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) else "#ffffff")
+    return out
+
+
 def logit_lens(top_probs: Any, top_tokens: Sequence[Sequence[str]], tokens: Sequence[str], *,
                layer_names: Sequence[str] | None = None, title: str | None = None) -> go.Figure:
     """Logit lens: for each layer (row) and position (column), the top next-token guess and its probability.
@@ -1048,11 +1071,15 @@ def logit_lens(top_probs: Any, top_tokens: Sequence[Sequence[str]], tokens: Sequ
                         np.broadcast_to(np.array(toks, dtype=object)[None, :], (n_layers, seq)),
                         np.broadcast_to(np.array(names, dtype=object)[:, None], (n_layers, seq))])
     fig = go.Figure(go.Heatmap(
-        z=z, x=list(range(seq)), y=list(range(n_layers)), text=[[_label(g) for g in row] for row in guesses],
-        texttemplate="%{text}", textfont=dict(size=11), customdata=custom, zmin=0, zmax=1, colorscale=SEQUENTIAL,
+        z=z, x=list(range(seq)), y=list(range(n_layers)), customdata=custom, zmin=0, zmax=1, colorscale=SEQUENTIAL,
         colorbar=dict(title=dict(text="p(top)")),
         hovertemplate="%{customdata[2]}, after <b>%{customdata[1]}</b> (position %{x})<br>"
                       "top guess <b>%{customdata[0]}</b>, p = %{z:.3f}<extra></extra>"))
+    # cell labels as a text layer, each in black or white, whichever contrasts more with its cell
+    xs, ys = np.meshgrid(np.arange(seq), np.arange(n_layers))
+    fig.add_trace(go.Scatter(
+        x=xs.ravel(), y=ys.ravel(), mode="text", text=[_label(g) for row in guesses for g in row],
+        textfont=dict(size=11, color=text_colors_on(z.ravel(), SEQUENTIAL)), hoverinfo="skip", showlegend=False))
     final = ", ".join(f"{toks[i]} → {guesses[-1][i]}" for i in range(seq))
     alt = (f"Logit lens heatmap for '{' '.join(toks)}': {n_layers} rows from {names[0]} (bottom) to "
            f"{names[-1]} (top), one column per position; each cell names the top next-token guess, coloured by "
