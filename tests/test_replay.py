@@ -203,6 +203,9 @@ def test_notebook_within_budget(replays: Replays, docname: str):
     result = replays.get(docname)
     budget = replay.budget_for(nbtools.source_of(docname).relative_to(ROOT).as_posix())
     if not result.ok:
+        if result.error.get("ename") in {"CellTimeoutError", "Timeout"}:
+            pytest.fail(f"{docname} is over its {budget:.0f} s budget: the replay timed out "
+                        f"({result.describe_error()[:300]})")
         pytest.skip(f"{docname} failed in the replay, so its time says nothing (see test_notebook_runs_on_colab)")
     verdict = replay.budget_verdict(result.seconds, result.cpu_seconds, result.load_max, budget,
                                     cpus=result.cpus, strict=_strict())
