@@ -11,20 +11,22 @@ BUILD  := _build
 # Any change to lmlab or the pinned environment re-executes every notebook on the next `make book`.
 LMLAB_SOURCES := $(shell find lib/lmlab -name '*.py' 2>/dev/null)
 
-.PHONY: book test venv clean help
+.PHONY: book slides test venv clean help
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make book   build the book into $(BUILD)/html (LMLAB_CACHE=DIR to reuse an lmlab cache)"
 	@echo "make test   run every test (see README)"
-	@echo "make venv   create $(VENV) with requirements.txt and lmlab (both targets do this first)"
+	@echo "make slides rebuild the chapters' slide decks into $(BUILD)/html/slides (make book does it too)"
+	@echo "make venv   create $(VENV) with requirements.txt, lmlab and reveal.js (both targets do this first)"
 	@echo "make clean  remove $(BUILD)/ (the next build executes every notebook)"
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt lib/pyproject.toml
+$(VENV)/.installed: requirements.txt lib/pyproject.toml slides/package-lock.json
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -r requirements.txt -e lib
+	npm ci --prefix slides --no-audit --no-fund
 	@touch $@
 
 # When lmlab or the environment changed since the last build, forget the executed notebooks
@@ -42,7 +44,12 @@ book: $(VENV)/.installed $(BUILD)/.lmlab-stamp
 	  $(BIN)/jupyter-book build . -W --keep-going 2>&1 | tee $(BUILD)/book-build.log; \
 	status=$${PIPESTATUS[0]}; \
 	if [ -z "$$LMLAB_CACHE" ]; then rm -rf "$$cache"; fi; \
-	exit $$status
+	if [ $$status -ne 0 ]; then exit $$status; fi; \
+	$(BIN)/python tools/slides.py build
+
+# The slide decks (reveal.js) from the executed chapters of the last `make book`, with local assets.
+slides: $(VENV)/.installed
+	$(BIN)/python tools/slides.py build
 
 test: $(VENV)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest

@@ -88,7 +88,7 @@ class BookBuild:
 
     def pages(self) -> list[Path]:
         """Every HTML page of the site (theme assets and sources left out), sorted."""
-        skip = {"_static", "_sources", "_images", "reports", "jupyter_execute"}
+        skip = {"_static", "_sources", "_images", "reports", "jupyter_execute", "slides"}
         return sorted(p for p in self.html_dir.rglob("*.html")
                       if not (set(p.relative_to(self.html_dir).parts[:-1]) & skip))
 
@@ -170,6 +170,14 @@ def build_book(src: Path, out: Path, *, cache: Path | None = None, offline: bool
         out_text = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
         log, code = out_text + f"\nERROR: build timed out after {timeout} s", -1
     seconds = time.monotonic() - start
+    if code == 0:  # as `make book`: the slide decks from the executed chapters, beside the book
+        html = out / "_build" / "html"
+        slides = subprocess.run([sys.executable, str(ROOT / "tools" / "slides.py"), "build", "--executed",
+                                 str(html.parent / "jupyter_execute"), "--out", str(html / "slides")],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        log += "\n" + slides.stdout
+        if slides.returncode:
+            log, code = log + "\nERROR: the slide decks were not built", slides.returncode
     cpu, load = children_cpu_seconds() - cpu_before, (load_before, os.getloadavg()[0])
     (out / "book-build.log").write_text(log, encoding="utf-8")
     return BookBuild(html_dir=out / "_build" / "html", log=log, returncode=code, seconds=seconds,

@@ -1,0 +1,139 @@
+"""Slide decks: every chapter has slide metadata, and its reveal.js deck (built beside the book from the
+executed chapters, `tools/slides.py`) opens offline in headless Chromium with its figures drawn.
+
+The decks come from the session's one book build (conftest.py builds them after the book, as
+`make book` does). Each deck is opened with every non-local request blocked; it fails on a request
+that tried to leave the site, a failed request, a JavaScript error, no slides, or a plotly figure
+without drawn traces. A screenshot of each deck's first slide is saved under tests/artifacts/slides/.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+import slides
+from conftest import BookBuild
+from test_browser import DRAWN_MARKS_JS, figure_drawn
+
+CHAPTERS = slides.chapter_notebooks()
+
+
+# --- metadata and the marking rules ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_every_chapter_cell_has_a_slide_type(path: Path):
+    assert not slides.problems(path)
+
+
+def test_mark_rules():
+    md = lambda s, **meta: {"cell_type": "markdown", "metadata": meta, "source": s}  # noqa: E731
+    code = lambda s, **meta: {"cell_type": "code", "metadata": meta, "source": s, "outputs": []}  # noqa: E731
+    nb = {"cells": [
+        code("# setup", tags=["remove-cell"]),
+        md("# Chapter"), md("Some text."), code("x = 1"),
+        md("### A subsection"), md(":::{admonition} Try it\n:class: tip\nChange x.\n:::"),
+        md("## Exercises"), md("````{exercise} One\nDo it.\n````"), code("def f(): ..."),
+        md("````{solution-start} ex1\n````"), code("def f(): return 1"), md("````{solution-end}\n````"),
+    ], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    assert slides.slide_types(nb) == ["skip", "slide", "-", "subslide", "subslide", "fragment", "slide",
+                                      "subslide", "skip", "skip", "skip", "skip"]
+
+
+def test_mark_keeps_a_chosen_type(tmp_path: Path):
+    nb = {"cells": [{"cell_type": "markdown", "metadata": {"slideshow": {"slide_type": "notes"}},
+                     "source": "# Title"},
+                    {"cell_type": "markdown", "metadata": {}, "source": "text"}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(nb))
+    assert slides.mark(path) == 1
+    cells = json.loads(path.read_text())["cells"]
+    assert [c["metadata"]["slideshow"]["slide_type"] for c in cells] == ["notes", "-"]
+    assert slides.problems(path) == ["nb.ipynb: no cell starts a slide"]
+
+
+# --- the built decks ------------------------------------------------------------------------------------
+
+def deck_path(book: BookBuild, nb: Path) -> Path:
+    return book.html_dir / "slides" / f"{nb.stem}.html"
+
+
+@pytest.mark.parametrize("nb", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_deck_is_built_with_local_assets(book: BookBuild, nb: Path):
+    deck = deck_path(book, nb)
+    assert deck.is_file(), f"no deck {deck}: the book build did not make the slides (log tail:\n{book.tail(20)})"
+    html = deck.read_text(encoding="utf-8")
+    remote = sorted(set(re.findall(r'(?:src|href)=["\'](https?://[^"\']+)', html)))
+    assert not remote, f"{deck.name} loads remote files: {remote}"
+    for asset in ("_assets/reveal.js/dist/reveal.js", "_assets/plotly.min.js", "_assets/mathjax/tex-chtml.js"):
+        assert (deck.parent / asset).is_file(), f"missing local asset {asset}"
+
+
+DECK_JS = r"""
+async () => {
+  const t0 = Date.now();
+  while (!(window.Reveal && Reveal.isReady && Reveal.isReady()) && Date.now() - t0 < 20000) {
+    await new Promise(r => setTimeout(r, 100));
+  }
+  return {ready: !!(window.Reveal && Reveal.isReady && Reveal.isReady()),
+          slides: window.Reveal && Reveal.getTotalSlides ? Reveal.getTotalSlides() : 0};
+}
+"""
+
+
+@pytest.mark.parametrize("nb", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_deck_opens_offline_with_figures_drawn(book: BookBuild, site: str, chromium, artifacts: Path, nb: Path):
+    deck = deck_path(book, nb)
+    if not deck.is_file():
+        pytest.fail(f"no deck {deck}")
+    url = f"{site}slides/{nb.stem}.html"
+    origin = urlparse(url)
+    left, failed, errors = [], [], []
+    context = chromium.new_context(viewport={"width": 1280, "height": 800}, service_workers="block")
+
+    def route(r):
+        target = urlparse(r.request.url)
+        if target.scheme in {"http", "https", "ws", "wss"} and (target.hostname, target.port) != (
+                origin.hostname, origin.port):
+            left.append(r.request.url)
+            r.abort("blockedbyclient")
+        else:
+            r.continue_()
+
+    context.route("**/*", route)
+    page = context.new_page()
+    page.on("console", lambda m: m.type == "error" and errors.append(f"console: {m.text}"))
+    page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+    page.on("requestfailed", lambda r: failed.append(f"{r.url} ({r.failure})"))
+    page.on("response", lambda r: r.status >= 400 and failed.append(f"{r.url} (HTTP {r.status})"))
+    try:
+        page.goto(url, wait_until="load", timeout=60_000)
+        page.wait_for_load_state("networkidle", timeout=30_000)
+        state = page.evaluate(DECK_JS)
+        figures = [gd.evaluate(DRAWN_MARKS_JS) for gd in page.query_selector_all(".plotly-graph-div")]
+        shot = artifacts / "slides" / f"{nb.stem}.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot))
+    finally:
+        context.close()
+    n_divs = deck.read_text(encoding="utf-8").count('class="plotly-graph-div"')
+    problems = []
+    if not state["ready"] or state["slides"] < 1:
+        problems.append(f"reveal.js not ready or no slides: {state}")
+    if left:
+        problems.append(f"requests that tried to leave the site (blocked): {left}")
+    if failed:
+        problems.append(f"failed requests: {failed}")
+    if errors:
+        problems.append(f"JavaScript errors: {errors}")
+    if len(figures) != n_divs:
+        problems.append(f"{n_divs} figure divs in the HTML but {len(figures)} in the page")
+    blank = [f for f in figures if not figure_drawn(f)]
+    if blank:
+        problems.append(f"{len(blank)} of {len(figures)} plotly figures without drawn traces: {blank[:3]}")
+    assert not problems, f"{nb.stem} deck:\n  " + "\n  ".join(problems)
+    print(f"{nb.stem}: {state['slides']} slides, {len(figures)} figures drawn")
