@@ -140,11 +140,14 @@ def jupyter_book_exe() -> str:
 
 
 def build_book(src: Path, out: Path, *, cache: Path | None = None, offline: bool = True,
-               timeout: float = BUILD_TIMEOUT_S, extra_env: dict[str, str] | None = None) -> BookBuild:
+               timeout: float = BUILD_TIMEOUT_S, extra_env: dict[str, str] | None = None,
+               slides: bool = False) -> BookBuild:
     """Build the book in ``src`` into ``out/_build/html`` the way ``make book`` does.
 
     ``LMLAB_BOOK=1``, ``LMLAB_CACHE=cache`` (a fresh temporary folder by default),
     ``jupyter-book build -W --keep-going``; without network when ``offline`` and the system allows it.
+    With ``slides`` (the course's own book), a successful build is followed, as in ``make book``, by
+    the chapters' slide decks in ``html/slides``.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,7 +173,7 @@ def build_book(src: Path, out: Path, *, cache: Path | None = None, offline: bool
         out_text = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
         log, code = out_text + f"\nERROR: build timed out after {timeout} s", -1
     seconds = time.monotonic() - start
-    if code == 0:  # as `make book`: the slide decks from the executed chapters, beside the book
+    if code == 0 and slides:  # as `make book`: the slide decks from the executed chapters, beside the book
         html = out / "_build" / "html"
         slides = subprocess.run([sys.executable, str(ROOT / "tools" / "slides.py"), "build", "--executed",
                                  str(html.parent / "jupyter_execute"), "--out", str(html / "slides")],
@@ -199,7 +202,7 @@ def book(tmp_path_factory: pytest.TempPathFactory) -> BookBuild:
              "rebuilt, so build tests check that build only, and the offline check is skipped.")
         return BookBuild(html_dir=html, log=log, returncode=None, seconds=None, offline=None, reused=True)
     out = tmp_path_factory.mktemp("book")
-    built = build_book(ROOT, out)
+    built = build_book(ROOT, out, slides=True)
     for note in built.notes:
         loud(f"Book build: {note}. The offline check cannot pass here.")
     print(f"\nbook built in {built.seconds:.0f} s (offline: {built.offline}); exit {built.returncode}; "

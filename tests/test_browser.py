@@ -33,6 +33,7 @@ DRAWN_MARKS_JS = r"""
     '.boxlayer .trace path', '.violinlayer .trace path',
     '.heatmaplayer image', '.imagelayer image', '.contourlayer path',
     '.pielayer .slice path', '.funnellayer .point path', '.waterfalllayer .point path',
+    '.table .cell-text',                      // table cells with text
   ].join(','));
   let marks = 0;
   for (const m of svgMarks) {
@@ -116,7 +117,7 @@ def visit(browser, url: str, screenshot: Path) -> PageVisit:
         result.math = page.evaluate(MATH_JS)
         for gd in page.query_selector_all(".plotly-graph-div"):
             gd.scroll_into_view_if_needed()
-            result.figures.append(gd.evaluate(DRAWN_MARKS_JS))
+            result.figures.append(measure_figure(page, gd))
         page.evaluate("() => window.scrollTo(0, 0)")
         page.wait_for_timeout(300)
         screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -128,6 +129,59 @@ def visit(browser, url: str, screenshot: Path) -> PageVisit:
     if result.left_site:
         result.js_errors = [e for e in result.js_errors if "ERR_BLOCKED_BY_CLIENT" not in e]
     return result
+
+
+# WebGL canvases (3-D scenes) are cleared after compositing, so reading them back from the page gives a
+# blank: count instead the pixels of a screenshot of the figure, its SVG layers hidden, inside its canvases.
+SCREEN_PIXELS_JS = r"""
+async ([png, rects]) => {
+  const img = new Image();
+  img.src = 'data:image/png;base64,' + png;
+  await img.decode();
+  const c = document.createElement('canvas');
+  c.width = img.width; c.height = img.height;
+  const ctx = c.getContext('2d', {willReadFrequently: true});
+  ctx.drawImage(img, 0, 0);
+  let n = 0;
+  for (const [x, y, w, h] of rects) {
+    if (w < 1 || h < 1) continue;
+    const d = ctx.getImageData(x, y, w, h).data;
+    for (let i = 4; i < d.length; i += 4 * 7) {
+      if (d[i] !== d[0] || d[i + 1] !== d[1] || d[i + 2] !== d[2]) n++;
+    }
+  }
+  return n;
+}
+"""
+
+CANVAS_RECTS_JS = r"""
+(gd) => {
+  const box = gd.getBoundingClientRect();
+  return [...gd.querySelectorAll('canvas')].filter(c => c.width && c.height).map(c => {
+    const r = c.getBoundingClientRect();
+    return [Math.max(0, Math.round(r.left - box.left)), Math.max(0, Math.round(r.top - box.top)),
+            Math.round(Math.min(r.width, box.width)), Math.round(Math.min(r.height, box.height))];
+  });
+}
+"""
+
+
+def measure_figure(page, gd) -> dict:
+    """What one plotly figure drew (:data:`DRAWN_MARKS_JS`); for a figure that drew no SVG marks but has
+    canvases (WebGL), ``glPixels`` is counted on a screenshot of the figure with its SVG layers hidden."""
+    import base64
+
+    fig = gd.evaluate(DRAWN_MARKS_JS)
+    if fig["marks"] == 0 and fig["glPixels"] <= 50:
+        rects = gd.evaluate(CANVAS_RECTS_JS)
+        if rects:
+            gd.evaluate("gd => gd.querySelectorAll('.main-svg').forEach(s => s.style.visibility = 'hidden')")
+            try:
+                png = base64.b64encode(gd.screenshot()).decode()
+            finally:
+                gd.evaluate("gd => gd.querySelectorAll('.main-svg').forEach(s => s.style.visibility = '')")
+            fig["glPixels"] = page.evaluate(SCREEN_PIXELS_JS, [png, rects])
+    return fig
 
 
 def figure_drawn(fig: dict) -> bool:

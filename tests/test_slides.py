@@ -17,7 +17,7 @@ import pytest
 
 import slides
 from conftest import BookBuild
-from test_browser import DRAWN_MARKS_JS, figure_drawn
+from test_browser import figure_drawn, measure_figure
 
 CHAPTERS = slides.chapter_notebooks()
 
@@ -67,7 +67,10 @@ def test_deck_is_built_with_local_assets(book: BookBuild, nb: Path):
     deck = deck_path(book, nb)
     assert deck.is_file(), f"no deck {deck}: the book build did not make the slides (log tail:\n{book.tail(20)})"
     html = deck.read_text(encoding="utf-8")
-    remote = sorted(set(re.findall(r'(?:src|href)=["\'](https?://[^"\']+)', html)))
+    # What the page loads (scripts, styles, images, frames), not the links a reader may follow.
+    loads = r'<(?:script|img|iframe|source|video|audio|embed)\b[^>]*?\ssrc=["\'](https?://[^"\']+)'
+    styles = r'<link\b[^>]*?\shref=["\'](https?://[^"\']+)'
+    remote = sorted(set(re.findall(loads, html) + re.findall(styles, html)))
     assert not remote, f"{deck.name} loads remote files: {remote}"
     for asset in ("_assets/reveal.js/dist/reveal.js", "_assets/plotly.min.js", "_assets/mathjax/tex-chtml.js"):
         assert (deck.parent / asset).is_file(), f"missing local asset {asset}"
@@ -114,7 +117,7 @@ def test_deck_opens_offline_with_figures_drawn(book: BookBuild, site: str, chrom
         page.goto(url, wait_until="load", timeout=60_000)
         page.wait_for_load_state("networkidle", timeout=30_000)
         state = page.evaluate(DECK_JS)
-        figures = [gd.evaluate(DRAWN_MARKS_JS) for gd in page.query_selector_all(".plotly-graph-div")]
+        figures = [measure_figure(page, gd) for gd in page.query_selector_all(".plotly-graph-div")]
         shot = artifacts / "slides" / f"{nb.stem}.png"
         shot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shot))

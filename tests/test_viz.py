@@ -441,11 +441,40 @@ def test_head_ablation_effects_from_the_model(model, tok, run):
     manual = torch.log_softmax(ablated[0, position].double(), -1)[target] - base
     assert math.isclose(deltas[1, 3], manual.item(), abs_tol=1e-5)
     fig = viz.ablation_effect(deltas, target="bark", context=" ".join(tokens[:6]))
-    (trace,) = fig.data
+    trace, labels = fig.data
     assert trace.zmid == 0 and trace.zmin == -trace.zmax
-    assert trace.text[1][3] == f"{deltas[1, 3]:+.2f}"
+    n_heads = deltas.shape[1]
+    assert labels.mode == "text" and labels.text[1 * n_heads + 3] == f"{deltas[1, 3]:+.2f}"
+    assert (labels.x[1 * n_heads + 3], labels.y[1 * n_heads + 3]) == (3, 1)
     l, h = np.unravel_index(np.argmin(deltas), deltas.shape)
     assert f"layer {l}, head {h}" in _alt_ok(fig)
+
+
+def _contrast(a: str, b: str) -> float:
+    la, lb = viz._luminance(a), viz._luminance(b)
+    return (max(la, lb) + 0.05) / (min(la, lb) + 0.05)
+
+
+def test_cell_text_is_readable_on_every_cell():
+    from plotly.colors import get_colorscale, sample_colorscale
+
+    z = np.linspace(-1, 1, 21).reshape(3, 7)
+    layer = viz.cell_text(z, [[f"{v:.1f}" for v in row] for row in z], viz.DIVERGING, vmin=-1, vmax=1)
+    cells = sample_colorscale(get_colorscale(viz.DIVERGING), list((z.ravel() + 1) / 2))
+    ratios = [_contrast(fg, bg) for fg, bg in zip(layer.textfont.color, cells)]
+    assert min(ratios) >= 4.5, ratios
+    assert {"#000000", "#ffffff"} == set(layer.textfont.color)  # dark ends get white, the light middle black
+    assert layer.text[8] == f"{z[1, 1]:.1f}" and (layer.x[8], layer.y[8]) == (1, 1)
+    with pytest.raises(ValueError, match="text must be 3 rows of 7 labels"):
+        viz.cell_text(z, [["a"] * 7] * 2, viz.DIVERGING)
+
+
+def test_readable_darkens_only_what_is_too_light():
+    for color in (viz.OKABE_ITO["vermillion"], viz.OKABE_ITO["reddish_purple"], viz.OKABE_ITO["yellow"]):
+        dark = viz.readable(color)
+        assert _contrast(dark, "#ffffff") >= 4.5 > _contrast(color, "#ffffff")
+        assert _contrast(dark, "#ffffff") < 4.8  # just enough: the hue stays recognisable
+    assert viz.readable(viz.TEXT) == viz.TEXT.lower()
 
 
 def test_bad_numbers_are_refused():

@@ -257,8 +257,8 @@ def test_every_book_figure_draws_its_traces(open_page):
         assert label == viz.alt_text(fig)
     assert page.eval_on_selector_all("#heat .heatmaplayer image", "els => els[0].getAttribute('href').length") > 100
     assert len(page.query_selector_all("#grid .heatmaplayer image")) == 6
-    heat_text = page.eval_on_selector_all("#lens .heatmaplayer text", "els => els.map(e => e.textContent)")
-    assert "bark" in heat_text  # the top tokens are written in the cells
+    heat_text = page.eval_on_selector_all("#lens .scatterlayer text", "els => els.map(e => e.textContent)")
+    assert "bark" in heat_text  # the top tokens are written in the cells (a text layer over the heatmap)
 
 
 def test_widget_iframe_draws_without_the_page_defining_plotly(figure_site, figure_browser):

@@ -832,10 +832,11 @@ def head_scores_figure(scores: np.ndarray, title: str = "Copy score of every hea
     s = np.asarray(scores, dtype=float)
     if s.ndim != 2:
         raise ValueError(f"scores must be (layers, heads), got shape {s.shape}")
+    xs, ys = [f"H{h}" for h in range(s.shape[1])], [f"L{l}" for l in range(s.shape[0])]
     fig = go.Figure(go.Heatmap(
-        z=s, x=[f"H{h}" for h in range(s.shape[1])], y=[f"L{l}" for l in range(s.shape[0])], zmin=0, zmax=1,
-        colorscale=viz.SEQUENTIAL, colorbar=dict(title=dict(text="score")), texttemplate="%{z:.2f}",
+        z=s, x=xs, y=ys, zmin=0, zmax=1, colorscale=viz.SEQUENTIAL, colorbar=dict(title=dict(text="score")),
         hovertemplate="layer %{y}, head %{x}<br>copy score %{z:.3f}<extra></extra>"))
+    fig.add_trace(viz.cell_text(s, [[f"{v:.2f}" for v in row] for row in s], viz.SEQUENTIAL, x=xs, y=ys))
     l, h = np.unravel_index(int(np.argmax(s)), s.shape)
     fig.update_layout(title=dict(text=title), template=viz.TEMPLATE, height=140 + 60 * s.shape[0],
                       xaxis=dict(title=dict(text="head")), yaxis=dict(title=dict(text="layer"), autorange="reversed"))

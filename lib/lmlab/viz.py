@@ -524,7 +524,8 @@ def embedding_scatter(vectors: Any, tokens: Sequence[str], labels: Sequence[Any]
             fig.add_trace(go.Scatter(x=pts[idx, 0], y=pts[idx, 1], marker=dict(size=9, color=color, symbol=symbol,
                                      line=dict(width=0.5, color="#ffffff")), textfont=dict(size=11), **common))
         else:
-            sym3 = ["circle", "square", "diamond", "cross", "x", "circle-open", "square-open", "diamond-open"][g % 8]
+            # 3-D markers are font glyphs; the "x" glyph is missing from common fonts (a box), so it is left out
+            sym3 = ["circle", "square", "diamond", "cross", "circle-open", "square-open", "diamond-open"][g % 7]
             fig.add_trace(go.Scatter3d(x=pts[idx, 0], y=pts[idx, 1], z=pts[idx, 2],
                                        marker=dict(size=4, color=color, symbol=sym3), textfont=dict(size=10), **common))
     how = "PCA" if method == "pca" else "t-SNE"
@@ -808,13 +809,13 @@ def cutoff_bars(probs: Mapping[str, float] | Any, vocab: Sequence[str] | None = 
     k_left = n_p is None or (n_k is not None and n_k <= n_p)  # the left-most cut labels to its left
     if n_k is not None:
         fig.add_vline(x=n_k - 0.5, line=dict(color=OKABE_ITO["vermillion"], dash="dash", width=2),
-                      annotation=dict(text=f"top-k = {top_k}", font=dict(color=OKABE_ITO["vermillion"])),
+                      annotation=dict(text=f"top-k = {top_k}", font=dict(color=readable(OKABE_ITO["vermillion"]))),
                       annotation_position="top left" if k_left and n_p is not None else "top right")
         notes.append(f"top-k = {top_k} keeps {n_k} tokens")
     if n_p is not None:
         fig.add_hline(y=top_p, line=dict(color=OKABE_ITO["reddish_purple"], dash="dot", width=1.5))
         fig.add_vline(x=n_p - 0.5, line=dict(color=OKABE_ITO["reddish_purple"], dash="dashdot", width=2),
-                      annotation=dict(text=f"top-p = {top_p:g}", font=dict(color=OKABE_ITO["reddish_purple"])),
+                      annotation=dict(text=f"top-p = {top_p:g}", font=dict(color=readable(OKABE_ITO["reddish_purple"]))),
                       annotation_position="top right" if k_left else "top left")
         notes.append(f"top-p = {top_p:g} keeps {n_p} tokens")
     after = f" after '{context}'" if context else ""
@@ -1037,6 +1038,22 @@ def _luminance(color: str) -> float:
     return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
 
 
+def readable(color: str, background: str = "#ffffff", ratio: float = 4.5) -> str:
+    """``color`` darkened just enough for text on ``background`` to reach the contrast ``ratio``
+    (WCAG AA: 4.5), as ``#rrggbb``; a colour that already reaches it is returned unchanged."""
+    from plotly.colors import hex_to_rgb, unlabel_rgb
+
+    rgb = hex_to_rgb(color) if color.startswith("#") else unlabel_rgb(color)
+    bg = _luminance(background)
+    for step in range(101):
+        f = 1 - step / 100
+        c = "#%02x%02x%02x" % tuple(int(round(v * f)) for v in rgb)
+        lum = _luminance(c)
+        if (max(lum, bg) + 0.05) / (min(lum, bg) + 0.05) >= ratio:
+            return c
+    return "#000000"
+
+
 def text_colors_on(values: Any, colorscale: str | Sequence, vmin: float = 0.0, vmax: float = 1.0) -> list[str]:
     """For text drawn on cells coloured by ``colorscale``: black or white, whichever contrasts more
     with each cell (at least 4.58:1 either way, WCAG AA)."""
@@ -1049,6 +1066,28 @@ def text_colors_on(values: Any, colorscale: str | Sequence, vmin: float = 0.0, v
         lum = _luminance(cell)
         out.append("#000000" if (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) else "#ffffff")
     return out
+
+
+def cell_text(z: Any, text: Sequence[Sequence[str]], colorscale: str | Sequence, *, vmin: float = 0.0,
+              vmax: float = 1.0, x: Sequence | None = None, y: Sequence | None = None,
+              size: int = 11) -> go.Scatter:
+    """A text layer for a heatmap: ``text[i][j]`` written on cell ``(i, j)`` of ``z`` ``(rows, cols)``,
+    each label in black or white, whichever contrasts more with its cell (:func:`text_colors_on`).
+
+    ``x`` and ``y`` are the heatmap's column and row coordinates (default ``0..cols-1``, ``0..rows-1``).
+    Plotly's own ``texttemplate`` writes every cell in one colour, which some cells make unreadable.
+    """
+    z = _array(z, "z", 2)
+    rows, cols = z.shape
+    if len(text) != rows or any(len(r) != cols for r in text):
+        raise ValueError(f"text must be {rows} rows of {cols} labels (the shape of z), got "
+                         f"{[len(r) for r in text]}")
+    xs = list(range(cols)) if x is None else list(x)
+    ys = list(range(rows)) if y is None else list(y)
+    return go.Scatter(x=[xs[j] for i in range(rows) for j in range(cols)],
+                      y=[ys[i] for i in range(rows) for j in range(cols)], mode="text",
+                      text=[t for row in text for t in row], hoverinfo="skip", showlegend=False,
+                      textfont=dict(size=size, color=text_colors_on(z.ravel(), colorscale, vmin, vmax)))
 
 
 def logit_lens(top_probs: Any, top_tokens: Sequence[Sequence[str]], tokens: Sequence[str], *,
@@ -1076,10 +1115,7 @@ def logit_lens(top_probs: Any, top_tokens: Sequence[Sequence[str]], tokens: Sequ
         hovertemplate="%{customdata[2]}, after <b>%{customdata[1]}</b> (position %{x})<br>"
                       "top guess <b>%{customdata[0]}</b>, p = %{z:.3f}<extra></extra>"))
     # cell labels as a text layer, each in black or white, whichever contrasts more with its cell
-    xs, ys = np.meshgrid(np.arange(seq), np.arange(n_layers))
-    fig.add_trace(go.Scatter(
-        x=xs.ravel(), y=ys.ravel(), mode="text", text=[_label(g) for row in guesses for g in row],
-        textfont=dict(size=11, color=text_colors_on(z.ravel(), SEQUENTIAL)), hoverinfo="skip", showlegend=False))
+    fig.add_trace(cell_text(z, [[_label(g) for g in row] for row in guesses], SEQUENTIAL))
     final = ", ".join(f"{toks[i]} → {guesses[-1][i]}" for i in range(seq))
     alt = (f"Logit lens heatmap for '{' '.join(toks)}': {n_layers} rows from {names[0]} (bottom) to "
            f"{names[-1]} (top), one column per position; each cell names the top next-token guess, coloured by "
@@ -1142,10 +1178,10 @@ def ablation_effect(deltas: Any, *, target: str | None = None, context: str | No
     what = f"log p('{target}')" if target else "log p(target)"
     bound = max(1e-6, float(np.abs(d).max()))
     fig = go.Figure(go.Heatmap(
-        z=d, x=list(range(n_heads)), y=list(range(n_layers)), text=[[f"{v:+.2f}" for v in row] for row in d],
-        texttemplate="%{text}", zmid=0, zmin=-bound, zmax=bound, colorscale=DIVERGING,
-        colorbar=dict(title=dict(text=f"Δ {what}")),
+        z=d, x=list(range(n_heads)), y=list(range(n_layers)), zmid=0, zmin=-bound, zmax=bound,
+        colorscale=DIVERGING, colorbar=dict(title=dict(text=f"Δ {what}")),
         hovertemplate=f"layer %{{y}}, head %{{x}} ablated<br>Δ {what} = %{{z:+.3f}}<extra></extra>"))
+    fig.add_trace(cell_text(d, [[f"{v:+.2f}" for v in row] for row in d], DIVERGING, vmin=-bound, vmax=bound))
     l, h = np.unravel_index(int(np.argmin(d)), d.shape)
     after = f" after '{context}'" if context else ""
     alt = (f"Heatmap of the change in {what}{after} when each of {n_layers * n_heads} heads is ablated "

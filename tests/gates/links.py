@@ -143,9 +143,11 @@ def check_site(root: Path, pages: list[Path] | None = None) -> LinkReport:
             if not target.is_file():
                 report.broken.append(f"{name}: <{tag}> {url!r}: no such file {target.relative_to(root) if target.is_relative_to(root) else target}")
                 continue
+            # As a browser does: the fragment as written, then percent-decoded (nbconvert's heading
+            # ids keep their percent-escapes, Sphinx's do not).
             fragment = unquote(parts.fragment)
             if fragment and tag in {"a", "area"} and target.suffix == ".html":
-                if fragment not in parsed(target).anchors:
+                if fragment not in parsed(target).anchors and parts.fragment not in parsed(target).anchors:
                     report.broken.append(f"{name}: <{tag}> {url!r}: no id {fragment!r} in {target.relative_to(root).as_posix()}")
     return report
 

