@@ -56,6 +56,31 @@ def test_mark_keeps_a_chosen_type(tmp_path: Path):
     assert slides.problems(path) == ["nb.ipynb: no cell starts a slide"]
 
 
+def test_myst_is_rewritten_for_the_decks():
+    glue = {"p": {"text/plain": "0.98765"}, "n": {"text/plain": "1234"}, "w": {"text/plain": "'bark'"},
+            "note": {"text/markdown": "a *glued* sentence", "text/plain": "<IPython.core.display.Markdown object>"},
+            "f": {"text/plain": "np.float64(0.25)"}}
+    bib = {"vaswani2017": ("Vaswani et al.", "2017"), "elman1990": ("Elman", "1990")}
+    md = ("p = {glue:text}`p:.2f`, n = {glue:text}`n:,d`, {glue:text}`w`, {glue:text}`f:.0%`; {glue:md}`note`. "
+          "A {term}`logit`, {term}`heads <attention head>`; {cite:t}`vaswani2017` and "
+          "{cite:p}`vaswani2017,elman1990`; see {ref}`the table <tab-orders>`.\n"
+          ":::{admonition} Try it\n:class: tip\nChange the seed.\n:::\n"
+          "````{exercise} Count bigrams\n:label: ex-count\nWrite it.\n````")
+    out = slides.myst_to_markdown(md, glue, bib)
+    assert out.splitlines()[0] == ("p = 0.99, n = 1,234, bark, 25%; a *glued* sentence. A logit, heads; "
+                                   "Vaswani et al. (2017) and (Vaswani et al., 2017; Elman, 1990); see the table.")
+    assert out.splitlines()[1:] == ["**Try it**", "", "Change the seed.", "**Exercise: Count bigrams**", "",
+                                    "Write it."]
+    assert slides.myst_to_markdown("{glue:text}`missing`", {}, bib) == "`missing`"
+
+
+def test_bibliography_names_for_the_decks():
+    bib = slides.read_bib()
+    assert bib["clark2019"] == ("Clark et al.", "2019")
+    assert bib["bahdanau2015"] == ("Bahdanau et al.", "2015")
+    assert all(year.isdigit() for _, year in bib.values()), [k for k, (_, y) in bib.items() if not y.isdigit()]
+
+
 # --- the built decks ------------------------------------------------------------------------------------
 
 def deck_path(book: BookBuild, nb: Path) -> Path:
@@ -72,6 +97,9 @@ def test_deck_is_built_with_local_assets(book: BookBuild, nb: Path):
     styles = r'<link\b[^>]*?\shref=["\'](https?://[^"\']+)'
     remote = sorted(set(re.findall(loads, html) + re.findall(styles, html)))
     assert not remote, f"{deck.name} loads remote files: {remote}"
+    leftover = sorted(set(re.findall(r"\{(?:glue|term|cite|ref|doc|numref)[\w:-]*\}`[^`]*`", html)))
+    assert not leftover, f"{deck.name} shows MyST roles as raw text: {leftover[:5]}"
+    assert not re.search(r"(?:```|:::)\{", html), f"{deck.name} shows a MyST directive as raw text"
     for asset in ("_assets/reveal.js/dist/reveal.js", "_assets/plotly.min.js", "_assets/mathjax/tex-chtml.js"):
         assert (deck.parent / asset).is_file(), f"missing local asset {asset}"
 
@@ -84,6 +112,15 @@ async () => {
   }
   return {ready: !!(window.Reveal && Reveal.isReady && Reveal.isReady()),
           slides: window.Reveal && Reveal.getTotalSlides ? Reveal.getTotalSlides() : 0};
+}
+"""
+
+
+# Show the slide that holds a figure, with all its fragments (a hidden slide's figure is not drawn).
+GO_TO_SLIDE_JS = r"""
+(gd) => {
+  const i = Reveal.getIndices(gd.closest('section'));
+  Reveal.slide(i.h, i.v, 1000);
 }
 """
 
@@ -117,7 +154,13 @@ def test_deck_opens_offline_with_figures_drawn(book: BookBuild, site: str, chrom
         page.goto(url, wait_until="load", timeout=60_000)
         page.wait_for_load_state("networkidle", timeout=30_000)
         state = page.evaluate(DECK_JS)
-        figures = [measure_figure(page, gd) for gd in page.query_selector_all(".plotly-graph-div")]
+        figures = []
+        for gd in page.query_selector_all(".plotly-graph-div"):  # as a presenter would: go to its slide
+            gd.evaluate(GO_TO_SLIDE_JS)
+            page.wait_for_timeout(400)
+            figures.append(measure_figure(page, gd))
+        page.evaluate("() => Reveal.slide(0, 0)")
+        page.wait_for_timeout(400)
         shot = artifacts / "slides" / f"{nb.stem}.png"
         shot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shot))

@@ -146,6 +146,99 @@ def copy_assets(out: Path) -> Path:
     return assets
 
 
+# --- MyST in the decks ----------------------------------------------------------------------------------
+# nbconvert renders plain Markdown: the chapters' MyST roles and directives are rewritten for the decks,
+# with the book's own glued numbers and the bibliography's author-year names.
+
+_ROLE = re.compile(r"\{([\w:-]+)\}`([^`]*)`")
+_FENCE_OPEN = re.compile(r"^\s*(`{3,}|:{3,})\s*\{([\w:-]+)\}\s*(.*)$")
+_FENCE_CLOSE = re.compile(r"^\s*(`{3,}|:{3,})\s*$")
+_OPTION = re.compile(r"^\s*:[\w-]+:.*$")
+_NUMBER = re.compile(r"^(?:np\.\w+\()?(-?[\d.eE+-]+|nan|inf)\)?$")
+
+
+def read_bib(path: Path = ROOT / "references.bib") -> dict[str, tuple[str, str]]:
+    """``{key: (names, year)}`` from a BibTeX file: "Vaswani et al.", "Clark and Manning", "Elman"."""
+    out = {}
+    text = Path(path).read_text(encoding="utf-8") if Path(path).is_file() else ""
+    for m in re.finditer(r"@\w+\{([^,\s]+),(.*?)\n\}", text, flags=re.S):
+        key, body = m.group(1), m.group(2)
+        author = re.search(r"\bauthor\s*=\s*\{(.*?)\},?\s*\n", body, flags=re.S)
+        year = re.search(r"\byear\s*=\s*\{?(\d{4})", body)
+        last = [a.split(",")[0].strip().strip("{}") if "," in a else a.strip().split()[-1].strip("{}")
+                for a in re.split(r"\s+and\s+", author.group(1))] if author else [key]
+        names = last[0] if len(last) == 1 else (" and ".join(last) if len(last) == 2 else f"{last[0]} et al.")
+        out[key] = (names, year.group(1) if year else "n.d.")
+    return out
+
+
+def glue_text(data: dict, fmt: str = "") -> str:
+    """A glued value (its display data) as ``{glue:text}`` writes it, with an optional format spec."""
+    if "text/markdown" in data and not fmt:
+        return _text(data["text/markdown"])
+    plain = _text(data.get("text/plain", "")).strip()
+    value: object = plain
+    m = _NUMBER.match(plain)
+    if m:
+        num = float(m.group(1))
+        value = int(num) if re.fullmatch(r"-?\d+", m.group(1)) else num
+    elif len(plain) >= 2 and plain[0] == plain[-1] and plain[0] in "'\"":
+        value = plain[1:-1]
+    if fmt:
+        try:
+            return format(value, fmt)
+        except (ValueError, TypeError):
+            return str(value)
+    return str(value)
+
+
+def _text(v) -> str:
+    return "".join(v) if isinstance(v, list) else str(v)
+
+
+def _label(text: str) -> str:
+    m = re.match(r"^(.*?)\s*<([^>]*)>$", text, flags=re.S)
+    return m.group(1) if m else text
+
+
+def myst_to_markdown(source: str, glue: dict[str, dict], bib: dict[str, tuple[str, str]]) -> str:
+    """One markdown cell's MyST, as plain Markdown for nbconvert: glued values written in, ``{term}``
+    and ``{ref}`` as their text, citations as author-year, directives as a bold title."""
+    def role(m: re.Match) -> str:
+        name, text = m.group(1), m.group(2)
+        if name.startswith("glue"):
+            key, _, fmt = text.partition(":")
+            if key not in glue:
+                return f"`{key}`"
+            return glue_text(glue[key], fmt) if name != "glue:md" else glue_text(glue[key])
+        if name.startswith("cite"):
+            refs = [bib.get(k.strip(), (k.strip(), "")) for k in text.split(",")]
+            if name == "cite:t":
+                return "; ".join(f"{n} ({y})" for n, y in refs)
+            return "(" + "; ".join(f"{n}, {y}" for n, y in refs) + ")"
+        if name == "math":
+            return f"${text}$"
+        return _label(text)
+
+    lines, out, after_open = source.split("\n"), [], False
+    for line in lines:
+        m = _FENCE_OPEN.match(line)
+        if m:
+            kind, title = m.group(2), m.group(3).strip()
+            heading = {"exercise": "Exercise", "solution-start": "Solution"}.get(kind, "")
+            shown = ": ".join(t for t in (heading, title) if t)
+            out += [f"**{_ROLE.sub(role, shown)}**", ""] if shown else [""]
+            after_open = True
+            continue
+        if after_open and _OPTION.match(line):
+            continue
+        after_open = False
+        if _FENCE_CLOSE.match(line):
+            continue
+        out.append(_ROLE.sub(role, line))
+    return "\n".join(out)
+
+
 def build_deck(executed: Path, out_file: Path) -> int:
     """One executed chapter to one reveal.js deck; returns the number of top-level slides."""
     import nbformat
@@ -154,6 +247,13 @@ def build_deck(executed: Path, out_file: Path) -> int:
     from traitlets.config import Config
 
     nb = nbformat.read(executed, as_version=4)
+    glue_file = executed.with_suffix(".glue.json")
+    glue = {k: v.get("data") or {} for k, v in json.loads(glue_file.read_text(encoding="utf-8")).items()} \
+        if glue_file.is_file() else {}
+    bib = read_bib()
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = myst_to_markdown(_source(cell), glue, bib)
     cfg = Config()
     cfg.TagRemovePreprocessor.enabled = True
     cfg.TagRemovePreprocessor.remove_cell_tags = {"remove-cell"}

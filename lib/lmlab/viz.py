@@ -537,8 +537,10 @@ def embedding_scatter(vectors: Any, tokens: Sequence[str], labels: Sequence[Any]
         return _finish(fig, alt, title, height=520, legend=dict(title=dict(text=label_name)),
                        xaxis=dict(title=dict(text=names[0]), zeroline=True),
                        yaxis=dict(title=dict(text=names[1]), zeroline=True))
+    short = [n.replace(" of variance", "") for n in names]  # 3-D axis titles are drawn at an angle: keep them short
     return _finish(fig, alt, title, height=600, legend=dict(title=dict(text=label_name)),
-                   scene=dict(xaxis_title=names[0], yaxis_title=names[1], zaxis_title=names[2]))
+                   scene=dict(xaxis_title=short[0], yaxis_title=short[1], zaxis_title=short[2],
+                              camera=dict(eye=dict(x=1.45, y=1.45, z=1.0))))
 
 
 def cosine_similarities(vectors: Any, query: Any) -> np.ndarray:
