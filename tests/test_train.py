@@ -1,6 +1,8 @@
 """lmlab.train: schedule, decay groups, learning on the toy language, determinism, checkpoints, resume."""
 from __future__ import annotations
 
+import json
+
 import math
 
 import pytest
@@ -239,3 +241,30 @@ def test_bad_calls_are_rejected(toy):
         T.train(gpt(tok), torch.rand(100), val_ids, small(), progress=False)
     with pytest.raises(ValueError, match="resume"):
         T.train(gpt(tok), train_ids, val_ids, small(), resume=True, progress=False)
+
+
+def test_live_curve_redraws_in_place_in_a_kernel(tmp_path):
+    """In a real kernel (nbclient) the live loss figure is one output, updated in place: not a new copy
+    per update (plotly's own display drops the display id)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    code = ("import os; os.environ.pop('LMLAB_BOOK', None)\n"
+            "from lmlab import train as T\n"
+            "live = T._LivePlot(True, floor=1.0)\n"
+            "h = T.History()\n"
+            "for step in (1, 2, 3):\n"
+            "    h.step.append(step); h.train_loss.append(3.0 / step); h.tokens.append(10 * step); h.lr.append(1e-3); h.elapsed.append(0.1 * step)\n"
+            "    live.update(h, force=True)\n"
+            "print('updates done')\n")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = nb.cells[0].outputs
+    shown = [o for o in outputs if o.output_type in ("display_data", "execute_result")]
+    assert [o.output_type for o in outputs if o.output_type == "stream"] == ["stream"], outputs
+    assert len(shown) == 1, [o.output_type for o in outputs]
+    data = shown[0].data
+    figure = data.get("application/vnd.plotly.v1+json") or {}
+    text = json.dumps(figure) if figure else str(data.get("text/html", ""))
+    assert "Training loss (live)" in text and "1.5" in text, list(data)  # updated: loss 3/2 at step 2

@@ -141,3 +141,31 @@ def test_train_load_zoo_model_is_the_same_call():
     a, _ = train.load_zoo_model(spec, verbose=False)
     b, _ = zoo.load(spec, verbose=False)
     assert same_weights(a, b) and b.zoo_info.from_cache
+
+
+def test_training_uses_the_specs_thread_count_not_the_callers(monkeypatch):
+    """Float sums over another thread count round differently: the spec fixes the count, so a chapter
+    that set one thread for its own work trains the same model as the book; the caller's is restored."""
+    import lmlab.train
+
+    seen = []
+    real_train = lmlab.train.train
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(lmlab.train, "train", spy)
+    spec = tiny(threads=2)
+    models = []
+    for caller in (1, 3):
+        torch.set_num_threads(caller)
+        model, _ = zoo.load(spec, retrain=True, verbose=False)
+        assert torch.get_num_threads() == caller
+        assert model.zoo_info.threads == 2
+        models.append(model)
+    assert seen == [2, 2]
+    assert same_weights(*models)
+    assert zoo.SPECS["toy-gpt"].threads == 2 and zoo.SPECS["toy-bert"].threads == 1
+    with pytest.raises(ValueError, match="threads must be an int >= 1"):
+        tiny(threads=0)

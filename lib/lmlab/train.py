@@ -267,7 +267,8 @@ class _LivePlot:
             return
         from IPython.display import display
 
-        self.handle = display(_plain_loss_figure(History(), floor, "Training loss (live)"), display_id=True)
+        self.handle = display(_bundle(_plain_loss_figure(History(), floor, "Training loss (live)")), raw=True,
+                              display_id=True)
 
     def update(self, history: History, force: bool = False) -> None:
         if self.handle is None:
@@ -275,7 +276,14 @@ class _LivePlot:
         now = time.perf_counter()
         if force or now - self.last >= self.min_interval:
             self.last = now
-            self.handle.update(history.plot(floor=self.floor, title="Training loss (live)"))
+            self.handle.update(_bundle(history.plot(floor=self.floor, title="Training loss (live)")), raw=True)
+
+
+def _bundle(fig: Any) -> dict:
+    """A figure as the MIME bundle the notebook's plotly renderer makes. A figure handed to ``display``
+    itself displays a *new* output each time (plotly's ``_ipython_display_`` drops the display id), so
+    the live curve would pile up copies instead of redrawing in place."""
+    return fig._repr_mimebundle_(include=None, exclude=None) or {"text/plain": "(training loss: no plotly renderer)"}
 
 
 # --- batches and losses ----------------------------------------------------------------------------

@@ -57,7 +57,10 @@ class ZooSpec:
     validation stream ``val_sentences`` more with ``data_seed + 1``; ``seed`` seeds the initial weights.
     ``layout="stream"`` trains on random windows of the running text; ``"sentences"`` on rows that start
     with ``"."`` and hold whole sentences (packed, padded), so every predicted token sees its whole
-    sentence, as in the evaluation.
+    sentence, as in the evaluation. ``threads``: the CPU threads torch trains with, whatever the caller
+    set: float sums split over a different number of threads round differently, so the same recipe on
+    another thread count gives a (slightly) different model, and a chapter that set one thread for its
+    own work would otherwise train a different model than the book did.
     """
 
     name: str
@@ -71,6 +74,7 @@ class ZooSpec:
     data_seed: int = 1000
     seed: int = 0
     layout: str = "stream"
+    threads: int = 2
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or "/" in self.name or os.sep in self.name:
@@ -79,6 +83,8 @@ class ZooSpec:
             raise ValueError(f"layout must be 'stream' or 'sentences', got {self.layout!r}")
         if self.tokenizer not in ("word", "char"):
             raise ValueError(f"tokenizer must be 'word' or 'char', got {self.tokenizer!r}")
+        if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1:
+            raise ValueError(f"threads must be an int >= 1 (CPU threads to train with), got {self.threads!r}")
         for name in ("train_sentences", "val_sentences"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -119,6 +125,7 @@ SPECS: dict[str, ZooSpec] = {
             train=dict(steps=1200, batch_size=48, lr=1.5e-2, min_lr=1.5e-3, warmup_steps=60, weight_decay=0.1,
                        betas=(0.9, 0.99), grad_clip=1.0, eval_every=0, eval_batches=10, mask_prob=0.3),
             train_sentences=40_000,
+            threads=1,  # the thread count the chapters' numbers about toy-bert were checked with
         ),
         ZooSpec(
             name="toy-char",
@@ -261,7 +268,12 @@ def _train(spec: ZooSpec, lang: Any, tokenizer: Any, device: str | None, verbose
     env.seed_everything(spec.seed)
     model = _build_model(spec, tokenizer.vocab_size)
     config = TrainConfig(**{**spec.train, "seed": spec.seed, "device": device})
-    history = train(model, train_ids, val_ids, config, tokenizer=tokenizer, progress=verbose)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)  # the spec's, not the caller's: see ZooSpec
+    try:
+        history = train(model, train_ids, val_ids, config, tokenizer=tokenizer, progress=verbose)
+    finally:
+        torch.set_num_threads(old_threads)
     return model, history, data_seconds
 
 
@@ -338,7 +350,7 @@ def load(name: str | ZooSpec, *, retrain: bool = False, device: str | None = Non
     info = ZooInfo(name=spec.name, key=key, path=str(path), from_cache=False, steps=history.step[-1],
                    tokens_seen=history.tokens_seen, seconds=history.seconds,
                    tokens_per_second=history.tokens_per_second, final_train_loss=history.final_train_loss,
-                   final_val_loss=history.final_val_loss, device=dev.type, threads=torch.get_num_threads(),
+                   final_val_loss=history.final_val_loss, device=dev.type, threads=spec.threads,
                    data_seconds=data_seconds, spec=asdict(spec), history=history.to_dict())
     _save(path, model, info)
     model.zoo_info = info

@@ -24,7 +24,8 @@ notebook exactly as executed.
 The allowlist (:data:`VOLATILE`), replaced by placeholders before comparing: element ids (UUIDs),
 memory addresses, wall times, rates and clock times, temporary and installation paths. Progress-bar
 lines (:data:`PROGRESS`) are dropped: the build prints one plain final line, the replay draws a
-widget. A cell whose replay shows a live ipywidget (not a progress bar) is compared on its stream text
+widget. So are lmlab's "training 'toy-gpt' ..." messages (:data:`CACHE_MESSAGE`): whether a chapter
+trains a zoo model depends on what the cache already held. A cell whose replay shows a live ipywidget (not a progress bar) is compared on its stream text
 and errors only: the build shows the widget's static equivalent instead, by design (GUIDE.md).
 """
 from __future__ import annotations
@@ -43,8 +44,8 @@ PLOTLY_MIME = "application/vnd.plotly.v1+json"
 VOLATILE: list[tuple[str, re.Pattern, str]] = [
     ("element id (UUID)", re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I), "<uuid>"),
     ("memory address", re.compile(r"\b0x[0-9a-f]{6,16}\b", re.I), "0x<address>"),
-    ("temporary path", re.compile(r"(?:/private)?(?:/tmp|/var/tmp|/var/folders)/[^\s'\"<>)]*"), "<tmp-path>"),
     ("installation path", re.compile(r"[^\s'\"<>(]*/(?:site|dist)-packages/"), "<site-packages>/"),
+    ("temporary path", re.compile(r"(?:/private)?(?:/tmp|/var/tmp|/var/folders)/[^\s'\"<>)]*"), "<tmp-path>"),
     ("lmlab cache path", re.compile(r"[^\s'\"<>(]*/\.cache/lmlab\b"), "<lmlab-cache>"),
     ("rate", re.compile(r"\b\d+(?:\.\d+)?\s?(?:[kM]?it|tok(?:en)?s?|samples?|steps?|B|[kMG]B)/s\b"), "<rate>"),
     ("clock time", re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?(?:\.\d+)?\b"), "<clock>"),
@@ -52,6 +53,9 @@ VOLATILE: list[tuple[str, re.Pattern, str]] = [
      "<time>"),
 ]
 #: A progress-bar line (tqdm's format): "desc: 42%|####  | 84/200 [00:03<00:04, 25.1it/s]".
+#: lmlab's messages that depend on what the lmlab cache already held ("training 'toy-gpt' ...": the
+#: book trains a zoo model in the first chapter that needs it, a replay in every chapter): dropped.
+CACHE_MESSAGE = re.compile(r"^lmlab\.zoo: training '")
 PROGRESS = re.compile(r"\d+%\|.*\||\d+(?:\.\d+)?[kMG]?it \[\d+:\d+|\|\s*\d+/\d+\s*\[\d+:\d+")
 
 
@@ -60,7 +64,7 @@ def normalise_text(text: str) -> str:
     lines = []
     for line in text.replace("\r\n", "\n").split("\n"):
         line = line.rsplit("\r", 1)[-1]  # what a terminal shows after carriage returns
-        if PROGRESS.search(line):
+        if PROGRESS.search(line) or CACHE_MESSAGE.search(line):
             continue
         for _, pattern, placeholder in VOLATILE:
             line = pattern.sub(placeholder, line)
