@@ -72,6 +72,7 @@ def test_myst_is_rewritten_for_the_decks():
     assert out.splitlines()[1:] == ["**Try it**", "", "Change the seed.", "**Exercise: Count bigrams**", "",
                                     "Write it."]
     assert slides.myst_to_markdown("{glue:text}`missing`", {}, bib) == "`missing`"
+    assert slides.myst_to_markdown("(ch02-heads)=\n## Heads", {}, bib) == "## Heads"
 
 
 def test_bibliography_names_for_the_decks():
@@ -100,6 +101,8 @@ def test_deck_is_built_with_local_assets(book: BookBuild, nb: Path):
     leftover = sorted(set(re.findall(r"\{(?:glue|term|cite|ref|doc|numref)[\w:-]*\}`[^`]*`", html)))
     assert not leftover, f"{deck.name} shows MyST roles as raw text: {leftover[:5]}"
     assert not re.search(r"(?:```|:::)\{", html), f"{deck.name} shows a MyST directive as raw text"
+    labels = re.findall(r"<p>\([\w.:-]+\)=", html)
+    assert not labels, f"{deck.name} shows MyST label lines as text: {labels[:3]}"
     for asset in ("_assets/reveal.js/dist/reveal.js", "_assets/plotly.min.js", "_assets/mathjax/tex-chtml.js"):
         assert (deck.parent / asset).is_file(), f"missing local asset {asset}"
 

@@ -154,6 +154,7 @@ _ROLE = re.compile(r"\{([\w:-]+)\}`([^`]*)`")
 _FENCE_OPEN = re.compile(r"^\s*(`{3,}|:{3,})\s*\{([\w:-]+)\}\s*(.*)$")
 _FENCE_CLOSE = re.compile(r"^\s*(`{3,}|:{3,})\s*$")
 _OPTION = re.compile(r"^\s*:[\w-]+:.*$")
+_TARGET = re.compile(r"^\s*\([\w.:-]+\)=\s*$")  # a MyST label line, "(ch02-heads)="
 _NUMBER = re.compile(r"^(?:np\.\w+\()?(-?[\d.eE+-]+|nan|inf)\)?$")
 
 
@@ -233,7 +234,7 @@ def myst_to_markdown(source: str, glue: dict[str, dict], bib: dict[str, tuple[st
         if after_open and _OPTION.match(line):
             continue
         after_open = False
-        if _FENCE_CLOSE.match(line):
+        if _FENCE_CLOSE.match(line) or _TARGET.match(line):
             continue
         out.append(_ROLE.sub(role, line))
     return "\n".join(out)
