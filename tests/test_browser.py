@@ -263,3 +263,41 @@ def test_the_harness_catches_a_blank_figure_and_a_remote_request(tmp_path: Path,
     assert v.left_site == ["https://cdn.example.org/x.js"]
     assert any("undefinedFunction" in e for e in v.js_errors), v.js_errors
     assert len(v.figures) == 1 and v.figures[0]["hasFrame"] and not figure_drawn(v.figures[0]), v.figures
+
+
+def test_temperature_explorer_works_in_the_built_chapter(book: BookBuild, site: str, chromium, artifacts: Path):
+    """Chapter 4's temperature explorer (the static figure the book shows in place of the live widget):
+    moving its slider in the built page reshapes the bars, colder sharper and hotter flatter."""
+    from test_viz_browser import _click_slider_step, _current_value, _heights
+
+    docname = "chapters/04-generation"
+    if not book.page(docname).is_file():
+        pytest.fail(f"{docname}.html was not built")
+    context = chromium.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
+    page = context.new_page()
+    try:
+        page.goto(f"{site}{docname}.html", wait_until="load", timeout=60_000)
+        page.wait_for_load_state("networkidle", timeout=30_000)
+        ids = page.eval_on_selector_all(
+            ".plotly-graph-div", "els => els.filter(d => d.layout && d.layout.sliders && d.layout.sliders.length"
+            " && /temperature/i.test(JSON.stringify(d.layout.sliders[0].currentvalue || {}) +"
+            " JSON.stringify((d.layout.title || {}).text || ''))).map(d => d.id)")
+        assert len(ids) == 1, f"expected one temperature explorer in {docname}, found {ids}"
+        sel = f"[id='{ids[0]}']"
+        page.eval_on_selector(sel, "d => d.scrollIntoView()")
+        page.wait_for_timeout(300)
+        bars = f"{sel} .trace.bars path"
+        before = _heights(page, bars)
+        n_steps = len(page.query_selector_all(f"{sel} .slider-container .slider-label-group"))
+        assert n_steps >= 3 and len(before) >= 5, (n_steps, before)
+        _click_slider_step(page, sel, 0)  # the coldest temperature
+        cold = _heights(page, bars)
+        cold_label = _current_value(page, sel)
+        _click_slider_step(page, sel, n_steps - 1)  # the hottest
+        hot = _heights(page, bars)
+        page.screenshot(path=str(artifacts / "screenshots" / "temperature-explorer.png"))
+    finally:
+        context.close()
+    assert cold != before and hot != cold, "moving the slider did not change the bars"
+    assert cold[0] >= max(before[0], hot[0]) and max(hot) - min(hot) < max(cold) - min(cold), (before, cold, hot)
+    assert "0.25" in cold_label, cold_label
