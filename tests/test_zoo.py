@@ -166,6 +166,6 @@ def test_training_uses_the_specs_thread_count_not_the_callers(monkeypatch):
         models.append(model)
     assert seen == [2, 2]
     assert same_weights(*models)
-    assert zoo.SPECS["toy-gpt"].threads == 2 and zoo.SPECS["toy-bert"].threads == 1
+    assert all(spec.threads == 2 for spec in zoo.SPECS.values())  # 2 cores: the course machines, Colab
     with pytest.raises(ValueError, match="threads must be an int >= 1"):
         tiny(threads=0)

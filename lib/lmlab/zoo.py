@@ -93,17 +93,18 @@ class ZooSpec:
             raise ValueError(f"data_seed {self.data_seed} would reuse the held-out evaluation seed {EVAL_SEED}")
 
 
-# Tuned on the toy language (benchmarks/zoo_gaps.py measures them). For toy-gpt, with 1200 steps of
-# 48 x 24 tokens (1.4 M tokens):
+# Tuned on the toy language (benchmarks/zoo_gaps.py measures them). Each must train in under 30 s on
+# 2 idle CPU cores, so the step counts are set by time. For toy-gpt, 48 x 24 tokens a step:
 # * rotary positions: sentences sit anywhere in a training window and relative positions carry over
 #   between offsets; learned positions ended 0.01-0.02 nats/word higher;
 # * learning rate 2e-2: the code-copying sentences ("the code is ka lo mu , ka lo mu .", 2% of them) are
 #   learned suddenly, and at 1.5e-2 one seed in three had not learned them yet (+0.018 nats/word);
-#   at 2e-2 seeds 0, 1, 2 ended at gaps 0.035, 0.040, 0.039, copying learned in each.
+#   at 2e-2 and 1200 steps seeds 0, 1, 2 ended at gaps 0.035, 0.040, 0.039, copying learned in each;
+# * 1000 steps (1.15 M tokens, ~23 s of training): gaps 0.041, 0.042, 0.048 for seeds 0, 1, 2.
 # toy-bert: only the masked positions teach, so 30% are masked (BERT's 15% gave gaps ~0.2 nats/word
-# higher at the same cost; 40% no better); lr 1.5e-2 (2e-2 was unstable). Its gap stays near 0.4:
-# predicting a word from both sides is learned more slowly. toy-char: lr 2e-2 (gap ~0.57 nats/word,
-# against ~0.69 at 1.5e-2).
+# higher at the same cost; 40% no better); lr 1.5e-2 (2e-2 was unstable); 1100 steps (~24 s; gaps 0.39
+# and 0.33 after 1000 and 1200). Its gap stays near 0.35: predicting a word from both sides is learned
+# more slowly. toy-char: lr 2e-2 (gap ~0.6 nats/word, against ~0.69 at 1.5e-2).
 SPECS: dict[str, ZooSpec] = {
     spec.name: spec for spec in [
         ZooSpec(
@@ -112,7 +113,7 @@ SPECS: dict[str, ZooSpec] = {
             tokenizer="word",
             model=dict(context_length=24, n_layer=2, n_head=4, d_model=64, d_ff=256, activation="gelu_tanh",
                        positions="rotary"),
-            train=dict(steps=1200, batch_size=48, lr=2e-2, min_lr=2e-3, warmup_steps=60, weight_decay=0.1,
+            train=dict(steps=1000, batch_size=48, lr=2e-2, min_lr=2e-3, warmup_steps=60, weight_decay=0.1,
                        betas=(0.9, 0.99), grad_clip=1.0, eval_every=0, eval_batches=10),
             train_sentences=40_000,
         ),
@@ -122,10 +123,9 @@ SPECS: dict[str, ZooSpec] = {
             tokenizer="word",
             model=dict(context_length=24, n_layer=2, n_head=4, d_model=64, d_ff=256, causal=False,
                        positions="rotary"),
-            train=dict(steps=1200, batch_size=48, lr=1.5e-2, min_lr=1.5e-3, warmup_steps=60, weight_decay=0.1,
+            train=dict(steps=1100, batch_size=48, lr=1.5e-2, min_lr=1.5e-3, warmup_steps=60, weight_decay=0.1,
                        betas=(0.9, 0.99), grad_clip=1.0, eval_every=0, eval_batches=10, mask_prob=0.3),
             train_sentences=40_000,
-            threads=1,  # the thread count the chapters' numbers about toy-bert were checked with
         ),
         ZooSpec(
             name="toy-char",
