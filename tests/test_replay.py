@@ -329,6 +329,18 @@ def test_determinism_compares_figure_data_across_renderers():
     assert book == colab and book != other
 
 
+def test_glue_comparison_forgives_only_last_digit_rounding():
+    """A glued float that rounds differently in its last bit (another numpy) is the same value; a
+    different value, a different kind or a missing name is still a difference."""
+    def rec(**values):
+        return {name: {"text/plain": value} for name, value in values.items()}
+
+    assert outputs.compare_glue(rec(m="0.20628995341576814"), rec(m="0.20628995341576817")) == []
+    assert outputs.compare_glue(rec(m="0.2062899534"), rec(m="0.2062899535"))  # differs at 1e-10
+    assert outputs.compare_glue(rec(m="0.5"), rec(m="'0.5'"))
+    assert outputs.compare_glue(rec(m="1", n="2"), rec(m="1"))
+
+
 def test_replay_catches_a_notebook_over_budget(replay_base: Path, tmp_path: Path):
     nb = _tiny_notebook(tmp_path / "slow.ipynb",
                         "import time\nt = time.process_time()\nwhile time.process_time() - t < 3.0:\n    pass")

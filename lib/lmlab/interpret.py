@@ -1012,7 +1012,8 @@ def promoted_tokens_table(rows: Sequence[tuple[str, Sequence[str], str]], *, tit
     alt = ("Table of feed-forward value vectors and the tokens each promotes most: "
            + "; ".join(f"{n}: {t} ({l})" for n, t, l in zip(names[:6], toks[:6], labels[:6])) + ".")
     return viz._finish(fig, alt, title if title is not None else "What feed-forward value vectors promote",
-                       height=120 + 27 * len(rows), margin=dict(l=10, r=10, t=60, b=10))
+                       # 24 px more for the header: at the book's width "most common class" takes two lines
+                       height=144 + 27 * len(rows), margin=dict(l=10, r=10, t=60, b=10))
 
 
 # --- the architecture, drawn by hand ---------------------------------------------------------------
