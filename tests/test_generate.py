@@ -368,7 +368,7 @@ def test_models_without_a_cache_generate_in_a_window():
     (dict(temperature=0), ValueError, ["temperature", "> 0", "0"]),
     (dict(temperature=-1.5), ValueError, ["temperature", "-1.5"]),
     (dict(temperature=float("nan")), ValueError, ["temperature"]),
-    (dict(top_p=0), ValueError, ["top_p", "0 < top_p <= 1"]),
+    (dict(top_p=0), ValueError, ["top_p", "(0, 1]"]),
     (dict(top_p=1.5), ValueError, ["top_p", "1.5"]),
     (dict(top_k=0), ValueError, ["top_k", ">= 1", "0"]),
     (dict(top_k=2.5), TypeError, ["top_k", "2.5"]),

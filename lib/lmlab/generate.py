@@ -27,6 +27,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
+from . import checks, env
 
 __all__ = [
     "apply_temperature", "top_k_filter", "top_p_filter", "sampling_distribution", "sample_from_logits",
@@ -40,57 +41,60 @@ STRATEGIES = ("greedy", "sample", "beam")
 # --- argument checks --------------------------------------------------------------------------------
 
 def _check_temperature(temperature: Any) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0 \
-            or not math.isfinite(temperature):
-        raise ValueError(f"temperature must be a number > 0 (1.0 leaves the distribution unchanged), "
-                         f"got {temperature!r}")
-    return float(temperature)
+    return checks.check_real(temperature, "temperature", 0, low_open=True,
+                             hint="1.0 leaves the distribution unchanged; for the argmax use strategy='greedy'")
 
 
 def _check_top_k(top_k: Any) -> int | None:
-    if top_k is None:
-        return None
-    if isinstance(top_k, bool) or not isinstance(top_k, int):
-        raise TypeError(f"top_k must be an int >= 1 or None (no filtering), got {top_k!r}")
-    if top_k < 1:
-        raise ValueError(f"top_k must be an int >= 1 or None (no filtering), got {top_k}")
-    return top_k
+    return checks.check_int(top_k, "top_k", 1, allow_none=True, hint="None means no filtering")
 
 
 def _check_top_p(top_p: Any) -> float | None:
-    if top_p is None:
-        return None
-    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not (0 < top_p <= 1):
-        raise ValueError(f"top_p must be a number with 0 < top_p <= 1, or None (no filtering), got {top_p!r}")
-    return float(top_p)
+    return checks.check_real(top_p, "top_p", 0, 1, low_open=True, allow_none=True, hint="None means no filtering")
 
 
 def _check_count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return value
+    return checks.check_int(value, name, minimum)
 
 
 def _make_generator(seed: int | None, device: torch.device) -> torch.Generator | None:
     if seed is None:
         return None
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int or None, got {seed!r}")
-    return torch.Generator(device=device).manual_seed(seed)
+    return torch.Generator(device=device).manual_seed(checks.seed_of(seed))
 
 
 # --- pure functions on logits -----------------------------------------------------------------------
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Divide logits ``(..., vocab)`` by ``temperature`` (> 0): below 1 sharpens, above 1 flattens."""
-    return logits / _check_temperature(temperature)
+    """Divide logits ``(..., vocab)`` by ``temperature`` (> 0): below 1 sharpens, above 1 flattens.
+
+    A temperature so small that the division overflows (e.g. ``1e-38``) raises a ``ValueError``: use
+    greedy decoding for the limit of temperature 0.
+    """
+    temperature = _check_temperature(temperature)
+    _check_logits(logits)
+    out = logits / temperature
+    if torch.isposinf(out).any() or torch.isnan(out).any():
+        raise ValueError(f"temperature={temperature!r} is too small for these logits: logits / temperature "
+                         f"overflows to inf. Use a larger temperature (e.g. >= 1e-3) or strategy='greedy' "
+                         f"(the limit of temperature 0)")
+    return out
+
+
+def _check_logits(logits: Any, name: str = "logits") -> torch.Tensor:
+    """A float tensor ``(..., vocab)`` with no NaN or +inf and a finite entry in every row."""
+    if isinstance(logits, torch.Tensor) and not logits.dtype.is_floating_point:
+        raise TypeError(f"{name} must be a float tensor (..., vocab), got dtype {logits.dtype}")
+    checks.check_finite_tensor(logits, name)
+    if logits.dim() == 0 or logits.size(-1) == 0:
+        raise ValueError(f"{name} must have shape (..., vocab) with vocab >= 1, got shape {tuple(logits.shape)}")
+    return logits
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     """Keep the ``k`` largest logits along the last axis (more when tied with the k-th), set the rest to -inf."""
-    k = _check_top_k(k)
+    k = checks.check_int(k, "k (top_k)", 1)
+    _check_logits(logits)
     if k >= logits.size(-1):
         return logits
     kth = torch.topk(logits, k, dim=-1).values[..., -1:]
@@ -103,7 +107,8 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     Tokens are taken in order of decreasing probability until their total is at least ``p``; the most
     probable token is always kept. The others' logits become -inf. ``logits``: ``(..., vocab)``.
     """
-    p = _check_top_p(p)
+    p = checks.check_real(p, "p (top_p)", 0, 1, low_open=True)
+    _check_logits(logits)
     if p >= 1.0:
         return logits
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
@@ -120,6 +125,8 @@ def sampling_distribution(logits: torch.Tensor, temperature: float = 1.0, top_k:
 
     ``logits``: ``(..., vocab)``; returns probabilities of the same shape (float32).
     """
+    _check_logits(logits)
+    _check_temperature(temperature), _check_top_k(top_k), _check_top_p(top_p)
     logits = apply_temperature(logits.float(), temperature)
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
@@ -131,8 +138,13 @@ def sampling_distribution(logits: torch.Tensor, temperature: float = 1.0, top_k:
 def sample_from_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                        top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw one token id per row from ``logits`` ``(..., vocab)``; returns ids of shape ``(...)``."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     probs = sampling_distribution(logits, temperature, top_k, top_p)
     flat = probs.reshape(-1, probs.size(-1))
+    if not torch.isfinite(flat).all() or bool((flat.sum(-1) <= 0).any()):
+        raise ValueError("logits give no valid distribution to sample from (NaN, or every token excluded); "
+                         "check the logits and the temperature")
     ids = torch.multinomial(flat, 1, generator=generator).squeeze(-1)
     return ids.reshape(probs.shape[:-1])
 
@@ -160,10 +172,12 @@ def _context_length(model: Any) -> int:
 
 
 def _device(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
+    return env.model_device(model)
+
+
+def _vocab_size(model: Any) -> int | None:
+    value = getattr(getattr(model, "config", None), "vocab_size", None)
+    return int(value) if checks.is_int(value) else None
 
 
 def _hub_cache_argument(model: nn.Module) -> str:
@@ -272,8 +286,23 @@ def count_positions(model: nn.Module) -> Iterator[PositionCounter]:
 
 # --- prompts in and out -------------------------------------------------------------------------------
 
-def _encode(prompt: Any, tokenizer: Any, device: torch.device, name: str = "prompt") -> tuple[torch.Tensor, str]:
-    """Returns ``(ids (batch, seq), kind)`` where kind is "text", "list", "1d" or "2d"."""
+def _encode(prompt: Any, tokenizer: Any, model: Any, name: str = "prompt") -> tuple[torch.Tensor, str]:
+    """Returns ``(ids (batch, seq), kind)`` on the model's device, where kind is "text", "list", "1d" or "2d".
+
+    Ids are checked against the model's vocabulary."""
+    idx, kind = _encode_ids(prompt, tokenizer, name)
+    vocab = _vocab_size(model)
+    if vocab is not None and idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= vocab):
+        bad = idx[(idx < 0) | (idx >= vocab)].tolist()[:5]
+        raise ValueError(f"{name} must hold token ids in 0..{vocab - 1} (the model's vocab_size={vocab}), "
+                         f"got {bad}; encode text with the model's own tokenizer")
+    return env.to_model_device(model, idx), kind
+
+
+def _encode_ids(prompt: Any, tokenizer: Any, name: str) -> tuple[torch.Tensor, str]:
+    device = torch.device("cpu")
+    if tokenizer is not None and not (hasattr(tokenizer, "encode") and callable(tokenizer.encode)):
+        raise TypeError(f"tokenizer must be a tokenizer with .encode(text) or None, got {type(tokenizer).__name__}")
     if isinstance(prompt, str):
         if tokenizer is None:
             raise ValueError(f"{name} is text, so pass tokenizer=... (or pass token ids)")
@@ -288,11 +317,11 @@ def _encode(prompt: Any, tokenizer: Any, device: torch.device, name: str = "prom
         if prompt.size(-1) == 0:
             raise ValueError(f"{name} is empty; give at least one token")
         kind = "1d" if prompt.dim() == 1 else "2d"
-        return prompt.long().reshape(-1, prompt.size(-1)).to(device), kind
-    if isinstance(prompt, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in prompt):
+        return prompt.long().reshape(-1, prompt.size(-1)), kind
+    if isinstance(prompt, (list, tuple)) and all(checks.is_int(i) for i in prompt):
         if len(prompt) == 0:
             raise ValueError(f"{name} is empty; give at least one token")
-        return torch.tensor([list(prompt)], dtype=torch.long, device=device), "list"
+        return torch.tensor([[int(i) for i in prompt]], dtype=torch.long, device=device), "list"
     raise TypeError(f"{name} must be text (with tokenizer=...), a list of int ids or a LongTensor, "
                     f"got {type(prompt).__name__}")
 
@@ -302,13 +331,16 @@ def _decode(tokenizer: Any, ids: Sequence[int]) -> str:
 
 
 def _token_id(token: int | str | None, tokenizer: Any, what: str) -> int | None:
-    if token is None or (isinstance(token, int) and not isinstance(token, bool)):
-        return token
+    if token is None or checks.is_int(token):
+        return None if token is None else checks.check_int(token, what, 0)
     if isinstance(token, str):
         if tokenizer is None:
             raise ValueError(f"{what}={token!r} is a token string, so pass tokenizer=... (or pass its id)")
         if hasattr(tokenizer, "token_to_id"):
-            return tokenizer.token_to_id(token)
+            try:
+                return tokenizer.token_to_id(token)
+            except (KeyError, ValueError) as err:
+                raise ValueError(f"{what}={token!r} is not a token of the tokenizer") from err
         return tokenizer.convert_tokens_to_ids(token)
     raise TypeError(f"{what} must be a token id, a token string or None, got {token!r}")
 
@@ -330,7 +362,7 @@ def next_token_distribution(model: nn.Module, prompt: Any, *, tokenizer: Any = N
         raise TypeError("next_token_distribution needs a causal (next-word) model; for a masked model use "
                         "fill_mask with a mask token in the slot")
     _check_temperature(temperature), _check_top_k(top_k), _check_top_p(top_p)
-    idx, kind = _encode(prompt, tokenizer, _device(model))
+    idx, kind = _encode(prompt, tokenizer, model)
     with _eval_mode(model):
         logits = _logits(model, idx[:, -_context_length(model):])[0][:, -1]
         probs = sampling_distribution(logits, temperature, top_k, top_p)
@@ -357,15 +389,17 @@ def generate(model: nn.Module, prompt: Any, max_new_tokens: int = 20, *, tokeniz
     ``(batch * num_samples, seq + new)`` for a tensor.
     """
     strategy = "sample" if strategy is None else strategy
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    checks.check_choice(strategy, "strategy", STRATEGIES)
+    checks.check_bool(use_cache, "use_cache")
+    _check_count("num_beams", num_beams, 1)
+    seed = None if seed is None else checks.seed_of(seed)
     if not _is_causal(model):
         raise TypeError("generate needs a causal (next-word) model; for a masked model use fill_mask")
     _check_count("max_new_tokens", max_new_tokens, 0)
     _check_count("num_samples", num_samples, 1)
     _check_temperature(temperature), _check_top_k(top_k), _check_top_p(top_p)
     device = _device(model)
-    idx, kind = _encode(prompt, tokenizer, device)
+    idx, kind = _encode(prompt, tokenizer, model)
     stop_id = _token_id(stop_at, tokenizer, "stop_at")
     if strategy == "beam":
         if num_samples != 1 or idx.size(0) != 1:
@@ -376,7 +410,8 @@ def generate(model: nn.Module, prompt: Any, max_new_tokens: int = 20, *, tokeniz
     else:
         if num_samples > 1:
             idx = idx.repeat_interleave(num_samples, dim=0)
-        generator = _make_generator(seed, device) if strategy == "sample" else None
+        generator = (None if seed is None or strategy != "sample"
+                     else torch.Generator(device=device).manual_seed(seed))
         out = _autoregress(model, idx, max_new_tokens, strategy, temperature, top_k, top_p, generator,
                            stop_id, use_cache)
     if kind == "text":
@@ -468,10 +503,10 @@ def beam_search(model: nn.Module, prompt: Any, num_beams: int = 4, max_new_token
         raise TypeError("beam_search needs a causal (next-word) model")
     _check_count("num_beams", num_beams, 1)
     _check_count("max_new_tokens", max_new_tokens, 0)
-    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) or length_penalty < 0:
-        raise ValueError(f"length_penalty must be a number >= 0, got {length_penalty!r}")
+    length_penalty = checks.check_real(length_penalty, "length_penalty", 0, hint="0 ranks by log-probability")
+    checks.check_bool(use_cache, "use_cache")
     device = _device(model)
-    idx, _ = _encode(prompt, tokenizer, device)
+    idx, _ = _encode(prompt, tokenizer, model)
     if idx.size(0) != 1:
         raise ValueError(f"beam_search takes one prompt, got a batch of {idx.size(0)}")
     stop_id = _token_id(stop_at, tokenizer, "stop_at")
@@ -542,7 +577,7 @@ def beam_search(model: nn.Module, prompt: Any, num_beams: int = 4, max_new_token
 
 def _mask_id(tokenizer: Any, mask_id: int | None) -> int:
     if mask_id is not None:
-        return mask_id
+        return checks.check_int(mask_id, "mask_id", 0)
     for name in ("mask_id", "mask_token_id"):
         value = getattr(tokenizer, name, None)
         if isinstance(value, int):
@@ -562,7 +597,7 @@ def fill_mask(model: nn.Module, prompt: Any, *, tokenizer: Any = None, mask_id: 
         raise TypeError("fill_mask needs a masked model (causal=False or a hub ...ForMaskedLM); for a causal "
                         "model use next_token_distribution on the left context")
     _check_temperature(temperature)
-    idx, _ = _encode(prompt, tokenizer, _device(model))
+    idx, _ = _encode(prompt, tokenizer, model)
     if idx.size(0) != 1:
         raise ValueError(f"fill_mask takes one prompt, got a batch of {idx.size(0)}")
     mid = _mask_id(tokenizer, mask_id)
@@ -600,11 +635,11 @@ def token_logprobs(model: nn.Module, sequence: Any, *, tokenizer: Any = None, co
     if not _is_causal(model):
         raise TypeError("token_logprobs needs a causal (next-word) model")
     device = _device(model)
-    seq, _ = _encode(sequence, tokenizer, device, "sequence")
+    seq, _ = _encode(sequence, tokenizer, model, "sequence")
     if seq.size(0) != 1:
         raise ValueError(f"sequence must be one sequence, got a batch of {seq.size(0)}")
     if context is not None:
-        ctx, _ = _encode(context, tokenizer, device, "context")
+        ctx, _ = _encode(context, tokenizer, model, "context")
         ids, first = torch.cat([ctx[0], seq[0]]), ctx.size(1)
     else:
         ids, first = seq[0], 1
@@ -635,10 +670,10 @@ def perplexity(model: nn.Module, sequences: Any, *, tokenizer: Any = None, conte
     after ``context``); the mean is pooled over all scored tokens.
     """
     if isinstance(sequences, (str, torch.Tensor)) or (isinstance(sequences, (list, tuple)) and sequences
-                                                     and isinstance(sequences[0], int)):
+                                                     and checks.is_int(sequences[0])):
         sequences = [sequences]
     if not isinstance(sequences, (list, tuple)) or not sequences:
-        raise TypeError("sequences must be a text, ids, or a non-empty list of them")
+        raise TypeError(f"sequences must be a text, ids, or a non-empty list of them, got {sequences!r:.60}")
     parts = [token_logprobs(model, s, tokenizer=tokenizer, context=context) for s in sequences]
     scores = torch.cat(parts)
     if scores.numel() == 0:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from . import checks
 
 __all__ = [
     "ACTIVATIONS", "POSITIONS", "NORMS", "PRESETS",
@@ -45,27 +46,20 @@ NORMS = ("pre", "post")
 # --- argument checks ------------------------------------------------------------------------------
 
 def _check_int(name: str, value, minimum: int = 1) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    checks.check_int(value, name, minimum)
 
 
 def _check_float(name: str, value, low: float, high: float, low_open: bool = False) -> None:
-    if not isinstance(value, (int, float, np.floating)) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a number in {'(' if low_open else '['}{low}, {high}], got {value!r}")
-    if not (low < value <= high if low_open else low <= value <= high):
-        raise ValueError(f"{name} must be in {'(' if low_open else '['}{low}, {high}], got {value!r}")
+    checks.check_real(value, name, low if math.isfinite(low) else None, high if math.isfinite(high) else None,
+                      low_open=low_open)
 
 
 def _check_bool(name: str, value) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
+    checks.check_bool(value, name)
 
 
 def _check_choice(name: str, value, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(repr(a) for a in allowed)}")
+    checks.check_choice(value, name, allowed)
 
 
 def _activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -312,6 +306,7 @@ class NGramLM:
         if not 1 <= len(ngram) <= self.n:
             raise ValueError(f"give 1 to {self.n} token ids, got {len(ngram)}")
         self._require_fit()
+        ngram = tuple(checks.check_ids(ngram, "ngram", self.vocab_size))
         return self.counts[len(ngram)].get(tuple(ngram[:-1]), Counter())[ngram[-1]]
 
     def _require_fit(self) -> None:
@@ -328,6 +323,8 @@ class NGramLM:
     def next_distribution(self, context: Sequence[int] = ()) -> np.ndarray:
         """``p(. | context)`` as an array ``(vocab,)`` summing to 1 (only the last ``n - 1`` ids matter)."""
         self._require_fit()
+        if isinstance(context, (str, bytes)) or not hasattr(context, "__len__"):
+            raise TypeError(f"context must be a sequence of int token ids, got {context!r:.60}")
         ctx = self._sequences([list(context)])[0] if len(context) else []
         if any(not 0 <= t < self.vocab_size for t in ctx):
             raise ValueError(f"context ids must be in [0, {self.vocab_size - 1}], got {ctx!r}")
@@ -357,10 +354,9 @@ class NGramLM:
 
     def prob(self, token: int, context: Sequence[int] = ()) -> float:
         """``p(token | context)``."""
-        dist = self.next_distribution(context)
-        if not 0 <= token < self.vocab_size:
-            raise ValueError(f"token must be in [0, {self.vocab_size - 1}], got {token!r}")
-        return float(dist[token])
+        self._require_fit()
+        token = checks.check_id(token, "token", self.vocab_size)
+        return float(self.next_distribution(context)[token])
 
     def token_logprobs(self, sequence: Sequence[int]) -> np.ndarray:
         """Natural log-probability of every token given the ones before it, ``(len(sequence),)``."""
@@ -598,6 +594,13 @@ def sinusoidal_positions(n_positions: int, d_model: int) -> torch.Tensor:
 def apply_rotary(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
     """Rotate each pair ``(x[..., 2i], x[..., 2i+1])`` of ``x (batch, heads, seq, d_head)`` by the angle
     ``position * base^(-2i/d_head)`` (RoFormer). Then ``<rot(q, m), rot(k, n)>`` depends on ``m - n``."""
+    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or x.dim() < 1 or x.shape[-1] % 2:
+        raise TypeError(f"x must be a float tensor (..., seq, d_head) with an even d_head, got "
+                        f"{type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
+    if not isinstance(positions, torch.Tensor) or positions.dim() != 1 or positions.numel() != x.shape[-2]:
+        raise TypeError(f"positions must be a 1-D tensor with one position per row of x (seq={x.shape[-2] if x.dim() > 1 else 1}), "
+                        f"got {type(positions).__name__} {tuple(getattr(positions, 'shape', ()))}")
+    base = checks.check_real(base, "base", 0, low_open=True)
     d = x.shape[-1]
     freq = base ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
     angles = positions.to(torch.float32)[:, None] * freq[None, :]  # (seq, d/2)

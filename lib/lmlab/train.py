@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import env
+from . import checks, env
 
 __all__ = ["TrainConfig", "History", "train", "evaluate", "lr_at", "make_optimizer", "save_checkpoint",
            "load_checkpoint", "load_zoo_model"]
@@ -73,29 +73,30 @@ class TrainConfig:
     device: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.betas, (str, bytes)) or not hasattr(self.betas, "__len__"):
+            raise TypeError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
         self.betas = tuple(self.betas)  # JSON round-trips give lists
         for name in ("steps", "batch_size"):
             _check_int(name, getattr(self, name), minimum=1)
-        for name in ("warmup_steps", "eval_every", "eval_batches", "checkpoint_every", "seed"):
+        for name in ("warmup_steps", "eval_every", "eval_batches", "checkpoint_every"):
             _check_int(name, getattr(self, name), minimum=0)
+        checks.check_seed(int(self.seed) if checks.is_int(self.seed) else self.seed, "seed")
         if self.context is not None:
             _check_int("context", self.context, minimum=1)
         if self.log_every is not None:
             _check_int("log_every", self.log_every, minimum=1)
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"lr must be a number > 0, got {self.lr!r}")
-        if self.min_lr is not None and not (isinstance(self.min_lr, (int, float)) and 0 <= self.min_lr <= self.lr):
-            raise ValueError(f"min_lr must be a number in [0, lr={self.lr}] or None, got {self.min_lr!r}")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
-        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
+        checks.check_real(self.lr, "lr", 0, low_open=True, hint="e.g. 3e-3")
+        if self.min_lr is not None:
+            checks.check_real(self.min_lr, "min_lr", 0, self.lr, allow_none=True, hint="None means lr / 10")
+        checks.check_real(self.weight_decay, "weight_decay", 0)
+        if len(self.betas) != 2:
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
-        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float)) and self.grad_clip >= 0):
-            raise ValueError(f"grad_clip must be a number >= 0 or None, got {self.grad_clip!r}")
-        if self.objective is not None and self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be 'next', 'masked' or None, got {self.objective!r}")
-        if not (isinstance(self.mask_prob, (int, float)) and 0 < self.mask_prob < 1):
-            raise ValueError(f"mask_prob must be a number in (0, 1), got {self.mask_prob!r}")
+        for i, b in enumerate(self.betas):
+            checks.check_real(b, f"betas[{i}]", 0, 1, high_open=True)
+        checks.check_real(self.grad_clip, "grad_clip", 0, allow_none=True, hint="None or 0 turns clipping off")
+        if self.objective is not None:
+            checks.check_choice(self.objective, "objective", OBJECTIVES + (None,))
+        checks.check_real(self.mask_prob, "mask_prob", 0, 1, low_open=True, high_open=True)
         if self.device is not None:
             env.device(self.device)  # validates the name
 
@@ -105,10 +106,34 @@ class TrainConfig:
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    checks.check_int(value, name, minimum)
+
+
+def checkpoint_config(path: str | os.PathLike) -> dict:
+    """The :class:`TrainConfig` fields a checkpoint was written with (a dict)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as err:
+        raise ValueError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); the file is damaged "
+                         "or truncated: delete it to start again") from err
+    if meta.get("format") != "lmlab-train-1":
+        raise ValueError(f"{path} is not an lmlab training checkpoint (format {meta.get('format')!r})")
+    return json.loads(meta.get("config", "{}"))
+
+
+def _config_changes(saved: dict, config: TrainConfig) -> list[str]:
+    """What differs between a checkpoint's config and ``config``, other than ``steps`` growing."""
+    now = json.loads(json.dumps(asdict(config)))  # tuples -> lists, as saved
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        if key == "steps":
+            continue
+        if saved.get(key) != now.get(key):
+            out.append(f"{key}: {saved.get(key)!r} in the checkpoint, {now.get(key)!r} now")
+    return out
 
 
 # --- schedule and optimizer -----------------------------------------------------------------------
@@ -407,7 +432,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     """
     from safetensors.torch import save_file
 
-    device = next(model.parameters()).device
+    device = env.model_device(model)
     tensors: dict[str, torch.Tensor] = {}
     for name, value in model.state_dict().items():
         tensors[f"model.{name}"] = value.detach().to("cpu").clone().contiguous()  # clone: no shared storage
@@ -445,12 +470,18 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    device = next(model.parameters()).device
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != "lmlab-train-1":
-            raise ValueError(f"{path} is not an lmlab training checkpoint (format {meta.get('format')!r})")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    device = env.model_device(model)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != "lmlab-train-1":
+                raise ValueError(f"{path} is not an lmlab training checkpoint (format {meta.get('format')!r})")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except ValueError:
+        raise
+    except Exception as err:  # safetensors' SafetensorError (truncated or damaged file), OSError
+        raise ValueError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); the file is damaged "
+                         "or truncated: delete it to start again") from err
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     if optimizer is not None:
         state: dict[int, dict[str, torch.Tensor]] = {}
@@ -496,6 +527,11 @@ def train(model: nn.Module, train_data: Sequence[int] | torch.Tensor, val_data: 
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    for flag, value in (("resume", resume), ("live", live), ("progress", progress)):
+        checks.check_bool(value, flag)
+    checks.check_real(floor, "floor", allow_none=True)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be a function callback(step, info) or None, got {callback!r:.60}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module (an lmlab neural model), got {type(model).__name__}; "
                         "n-gram models are fit by counting (NGramLM.fit)")
@@ -528,8 +564,15 @@ def train(model: nn.Module, train_data: Sequence[int] | torch.Tensor, val_data: 
         raise ValueError("the masked objective needs the model's tokenizer (for its mask and special ids): "
                          "pass tokenizer=... to train()")
 
-    torch.manual_seed(config.seed)  # dropout and anything else drawing from the global generator
-    generator = torch.Generator().manual_seed(config.seed)
+    if resume and Path(checkpoint).is_file():
+        changes = _config_changes(checkpoint_config(checkpoint), config)
+        if changes:
+            raise ValueError(f"resume=True but the TrainConfig differs from the one checkpoint {checkpoint} was "
+                             f"written with (only steps may grow): {'; '.join(changes)}. Resume with the same "
+                             "config, or pass another checkpoint path (or delete it) to start afresh")
+    seed = checks.seed_of(config.seed, "config.seed")  # the reader's seed plus $LMLAB_SEED_OFFSET
+    torch.manual_seed(seed)  # dropout and anything else drawing from the global generator
+    generator = torch.Generator().manual_seed(seed)
     batches = _Batches(train_ids, objective, config.batch_size, context, config.mask_prob, tokenizer, generator)
     optimizer = make_optimizer(model, config)
     history = History(config=asdict(config))
@@ -543,7 +586,7 @@ def train(model: nn.Module, train_data: Sequence[int] | torch.Tensor, val_data: 
     def val_loss() -> float | None:
         if val_ids is None or config.eval_batches == 0:
             return None
-        g = torch.Generator().manual_seed(config.seed + 1)  # the same validation batches every time
+        g = torch.Generator().manual_seed((seed + 1) % 2**63)  # the same validation batches every time
         vb = _Batches(val_ids, objective, config.batch_size, context, config.mask_prob, tokenizer, g)
         return evaluate(model, vb, config.eval_batches, device)
 
