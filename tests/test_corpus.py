@@ -291,7 +291,7 @@ def test_clear_errors(lang):
         lang.masked_distribution("the dog barks .", 7)
     with pytest.raises(ValueError, match="one sentence ending"):
         lang.sentence_logprob("the dog barks")
-    with pytest.raises(ValueError, match="non-negative integer"):
+    with pytest.raises(ValueError, match="n must be an int >= 0"):
         lang.sentences(-1)
     with pytest.raises(TypeError, match="string of space-separated words"):
         lang.next_token_distribution(42)

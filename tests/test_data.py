@@ -204,7 +204,7 @@ def test_next_token_batch_reaches_the_last_window_and_validates():
     assert torch.equal(x[0], torch.arange(9)) and torch.equal(y[0], torch.arange(1, 10))
     with pytest.raises(ValueError, match="fewer than the window length"):
         next_token_batch(ids, 2, 10)
-    with pytest.raises(ValueError, match="context must be a positive int"):
+    with pytest.raises(ValueError, match="context must be an int >= 1"):
         next_token_batch(ids, 2, 0)
     with pytest.raises(ValueError, match="1-D LongTensor"):
         next_token_batch(torch.zeros(3, 3, dtype=torch.long), 2, 1)

@@ -125,7 +125,7 @@ def check_choice(value: Any, name: str, allowed: Iterable[Any]) -> Any:
     if not ok:
         kinds = {type(a) for a in allowed}
         err = TypeError if kinds and not any(isinstance(value, k) for k in kinds) else ValueError
-        raise err(f"{name} must be one of {listed}, got {value!r}")
+        raise err(f"unknown {name} {value!r}; {name} must be one of {listed}")
     return value
 
 
@@ -163,7 +163,8 @@ def check_id(value: Any, name: str, vocab_size: int) -> int:
         raise TypeError(f"{name} must be an int token id in 0..{vocab_size - 1}, got {value!r}")
     value = int(value)
     if not 0 <= value < vocab_size:
-        raise ValueError(f"{name} must be a token id in 0..{vocab_size - 1} (vocab_size={vocab_size}), got {value}")
+        raise ValueError(f"{name} {value} is out of range: {name} must be a token id in 0..{vocab_size - 1} "
+                         f"(vocab_size={vocab_size})")
     return value
 
 

@@ -38,6 +38,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from . import checks, env
+
 EOS = "."
 MASK = "[MASK]"
 MASK_SPELLINGS = {"[MASK]", "<mask>", "___"}  # all mark the slot in masked_distribution
@@ -250,8 +252,7 @@ class ToyLanguage:
     """
 
     def __init__(self, variant: str = "standard"):
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+        checks.check_choice(variant, "variant", sorted(VARIANTS))
         self.variant = variant
         self.params = VARIANTS[variant]
         p = self.params
@@ -663,13 +664,12 @@ class ToyLanguage:
 
     @staticmethod
     def _check_count(n, name="n"):
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {n!r}")
+        checks.check_int(n, name, 0)
 
     def sample(self, n: int, seed: int = 0) -> list[Sentence]:
         """Draw ``n`` independent sentences with their annotations (tags and agreement heads)."""
         self._check_count(n)
-        rng = random.Random(seed)
+        rng = random.Random(checks.seed_of(seed))  # the reader's seed plus $LMLAB_SEED_OFFSET
         out = []
         for _ in range(n):
             tokens, tags, _ = self._sample_one(rng, True)
@@ -679,23 +679,23 @@ class ToyLanguage:
     def sample_with_logprob(self, n: int, seed: int = 0) -> list[tuple[list[str], float]]:
         """Sentences with the log-probability of the derivation that produced each one."""
         self._check_count(n)
-        rng = random.Random(seed)
+        rng = random.Random(checks.seed_of(seed))  # the reader's seed plus $LMLAB_SEED_OFFSET
         return [(t, lp) for t, _, lp in (self._sample_one(rng, True) for _ in range(n))]
 
     def sentences(self, n: int, seed: int = 0) -> list[list[str]]:
         """``n`` independent sentences, each a list of words ending with ``"."``."""
         self._check_count(n)
-        rng = random.Random(seed)
+        rng = random.Random(checks.seed_of(seed))  # the reader's seed plus $LMLAB_SEED_OFFSET
         return [self._sample_one(rng, False)[0] for _ in range(n)]
 
     def text(self, n: int, seed: int = 0) -> str:
         """``n`` sentences as one string of space-separated words."""
-        return " ".join(" ".join(s) for s in self.sentences(n, seed))
+        return " ".join(" ".join(s) for s in self.sentences(n, seed))  # sentences() applies the offset
 
     def token_stream(self, n_tokens: int, seed: int = 0) -> list[str]:
         """Whole sentences, concatenated, until there are at least ``n_tokens`` tokens."""
         self._check_count(n_tokens, "n_tokens")
-        rng = random.Random(seed)
+        rng = random.Random(checks.seed_of(seed))  # the reader's seed plus $LMLAB_SEED_OFFSET
         out: list[str] = []
         while len(out) < n_tokens:
             out.extend(self._sample_one(rng, False)[0])
@@ -817,8 +817,8 @@ class ToyLanguage:
             if tokens.count(MASK) != 1:
                 raise ValueError(f"pass a position, or exactly one {MASK!r} in the tokens (found {tokens.count(MASK)})")
             position = tokens.index(MASK)
-        if isinstance(position, bool) or not isinstance(position, (int, np.integer)) or not 0 <= position < len(tokens):
-            raise ValueError(f"position must be an index into the {len(tokens)} tokens, got {position!r}")
+        position = checks.check_int(position, "position", 0, len(tokens) - 1,
+                                    hint=f"an index into the {len(tokens)} tokens")
         if MASK in tokens[:position] + tokens[position + 1:]:
             raise ValueError(f"only one {MASK!r} is allowed")
         start = max((i + 1 for i in range(position) if tokens[i] == EOS), default=0)
@@ -908,9 +908,16 @@ class ToyLanguage:
         ``-log p(sentence) = -log p(derivation) + log p(derivation | sentence)``; the expectation of
         the second term (0 for unambiguous sentences, at most log 2 here) is estimated from ``n``
         sampled sentences, which is where the (tiny) interval comes from.
+
+        The entropy rate is a constant of the language, not a reader's experiment: the sample is drawn
+        with ``seed`` itself (inside :func:`lmlab.env.fixed_seeds`, no seed offset), and cached.
         """
+        checks.check_int(n, "n", 2)
+        checks.seed_of(seed)  # validates
         h_deriv, mean_len, n_states = self._derivation_stats
-        diffs = np.array([self.sequence_logprob(toks) - lp for toks, lp in self.sample_with_logprob(n, seed)])
+        with env.fixed_seeds():
+            sample = self.sample_with_logprob(n, seed)
+        diffs = np.array([self.sequence_logprob(toks) - lp for toks, lp in sample])
         # each entry is log p(sentence) - log p(derivation) = -log p(derivation | sentence) >= 0
         h_cond, se = float(diffs.mean()), float(diffs.std(ddof=1) / math.sqrt(n))
         rate = (h_deriv - h_cond) / mean_len
@@ -979,7 +986,12 @@ def _heads(tags: list[Tag]) -> dict[int, int]:
     return heads
 
 
-@functools.lru_cache(maxsize=None)
 def toy(variant: str = "standard") -> ToyLanguage:
     """The toy language (a cached instance): ``"standard"`` or ``"shifted"``."""
+    checks.check_choice(variant, "variant", sorted(VARIANTS))
+    return _toy(variant)
+
+
+@functools.lru_cache(maxsize=None)
+def _toy(variant: str) -> ToyLanguage:
     return ToyLanguage(variant)

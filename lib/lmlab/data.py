@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from . import checks, env
 from .tokenizers import Tokenizer, WordTokenizer, encode_with_offsets
 
 IGNORE_INDEX = -100
@@ -37,7 +38,7 @@ IGNORE_INDEX = -100
 
 def _as_ids(ids: Any) -> torch.Tensor:
     if isinstance(ids, (list, tuple, np.ndarray)):
-        ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
+        ids = torch.as_tensor(checks.check_ids(ids, "ids"), dtype=torch.long)
     if not isinstance(ids, torch.Tensor):
         raise TypeError(f"ids must be a 1-D LongTensor (or a list of ints), got {type(ids).__name__}")
     if ids.dim() != 1 or ids.dtype != torch.long:
@@ -46,9 +47,7 @@ def _as_ids(ids: Any) -> torch.Tensor:
 
 
 def _check_pos_int(name: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    return checks.check_int(value, name, 1)
 
 
 def sentence_tokens(sentences: Sequence[Any]) -> list[list[str]]:
@@ -56,6 +55,8 @@ def sentence_tokens(sentences: Sequence[Any]) -> list[list[str]]:
     lists of words, or strings of words separated by spaces."""
     if isinstance(sentences, str):
         raise TypeError("sentences must be a list of sentences, got one str; split it or wrap it in a list")
+    if sentences is None or not hasattr(sentences, "__iter__"):
+        raise TypeError(f"sentences must be a list of sentences, got {type(sentences).__name__}")
     out = []
     for s in sentences:
         if isinstance(s, str):
@@ -105,6 +106,7 @@ def next_token_batch(ids: torch.Tensor, batch_size: int, context: int,
 
 def stream_ids(sentences: Sequence[Any], tokenizer: Tokenizer) -> torch.Tensor:
     """The sentences as one token stream (text ``"s1 . s2 ."`` encoded): a LongTensor ``(N,)``."""
+    _check_tokenizer(tokenizer)
     toks = sentence_tokens(sentences)
     if isinstance(tokenizer, WordTokenizer):
         return torch.tensor(tokenizer.encode_tokens([w for s in toks for w in s]), dtype=torch.long)
@@ -129,8 +131,11 @@ def masked_batch(rows: torch.Tensor, tokenizer: Tokenizer, mask_prob: float = 0.
     """
     if not isinstance(rows, torch.Tensor) or rows.dim() != 2 or rows.dtype != torch.long:
         raise ValueError(f"rows must be a LongTensor (batch, seq), got {getattr(rows, 'shape', type(rows).__name__)}")
-    if not 0.0 < mask_prob <= 1.0:
-        raise ValueError(f"mask_prob must be in (0, 1], got {mask_prob!r}")
+    checks.check_real(mask_prob, "mask_prob", 0, 1, low_open=True)
+    checks.check_bool(protect_special, "protect_special")
+    _check_tokenizer(tokenizer)
+    if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= tokenizer.vocab_size):
+        checks.check_ids(rows.flatten(), "rows", tokenizer.vocab_size)
     device = rows.device
     protected = [tokenizer.pad_id] + (tokenizer.special_ids if protect_special else [])
     can_mask = ~torch.isin(rows, torch.tensor(protected, device=device))
@@ -157,6 +162,8 @@ def sentence_rows(sentences: Sequence[Any], tokenizer: Tokenizer, max_len: int |
     sentence longer than ``max_len`` raises). Returns a LongTensor ``(rows, seq)`` (and a bool
     attention mask ``(rows, seq)`` if asked).
     """
+    _check_tokenizer(tokenizer)
+    checks.check_bool(return_attention_mask, "return_attention_mask")
     toks = sentence_tokens(sentences)
     if isinstance(tokenizer, WordTokenizer):
         first = cont = [tokenizer.encode_tokens(s) for s in toks]
@@ -228,8 +235,29 @@ def _is_causal(model: Any) -> bool:
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
+    return env.model_device(model)
+
+
+def _check_tokenizer(tokenizer: Any) -> Tokenizer:
+    if not isinstance(tokenizer, Tokenizer):
+        raise TypeError(f"tokenizer must be an lmlab tokenizer (lmlab.tokenizers), got {type(tokenizer).__name__}")
+    return tokenizer
+
+
+def _model_vocab_size(model: Any) -> int | None:
+    value = getattr(model, "vocab_size", None)
+    if value is None:
+        value = getattr(getattr(model, "config", None), "vocab_size", None)
+    return int(value) if checks.is_int(value) else None
+
+
+def _check_vocab(model: Any, tokenizer: Tokenizer) -> None:
+    """A model scores a tokenizer's ids only if their vocabularies have the same size."""
+    v = _model_vocab_size(model)
+    if v is not None and v != tokenizer.vocab_size:
+        raise ValueError(f"model's vocab_size ({v}) differs from the tokenizer's vocab_size ({tokenizer.vocab_size}): "
+                         "pass the tokenizer the model was built for (for an NGramLM, "
+                         "NGramLM(n, vocab_size=tokenizer.vocab_size))")
 
 
 def _check_length(model: Any, n: int, k: int) -> None:
@@ -275,7 +303,7 @@ def _token_nll(model: Any, items: list[_Item], batch_size: int, device: torch.de
                 p = float(np.asarray(model.next_distribution(it.ids[:t]))[it.ids[t]])
                 nll[j] = -math.log(p) if p > 0 else math.inf
         return out
-    device = device or _model_device(model)
+    device = env.model_device(model)  # ids go where the model is (env.to_model_device); ``device`` is checked only
     for k, it in enumerate(items):
         _check_length(model, len(it.ids), k)
     if causal:
@@ -284,7 +312,7 @@ def _token_nll(model: Any, items: list[_Item], batch_size: int, device: torch.de
                              "pass context_token='.' (the end of the previous sentence)")
         rows = [it.ids for it in items]
         for batch in _batches_by_length(rows, batch_size):
-            idx = torch.tensor([rows[i] for i in batch], dtype=torch.long, device=device)
+            idx = env.to_model_device(model, torch.tensor([rows[i] for i in batch], dtype=torch.long))
             lp = _logprobs(model, idx)
             nll = -lp[:, :-1].gather(-1, idx[:, 1:, None])[..., 0].cpu().numpy()  # (batch, seq-1)
             for b, i in enumerate(batch):
@@ -299,7 +327,7 @@ def _token_nll(model: Any, items: list[_Item], batch_size: int, device: torch.de
             rows.append(row)
             where.append((i, j, t))
     for batch in _batches_by_length(rows, batch_size):
-        idx = torch.tensor([rows[r] for r in batch], dtype=torch.long, device=device)
+        idx = env.to_model_device(model, torch.tensor([rows[r] for r in batch], dtype=torch.long))
         pos = torch.tensor([where[r][2] for r in batch], device=device)
         target = torch.tensor([items[where[r][0]].ids[where[r][2]] for r in batch], device=device)
         nll = -_logprobs(model, idx)[torch.arange(len(batch), device=device), pos, target].cpu().numpy()
@@ -329,11 +357,13 @@ def evaluate_sentences(model: Any, tokenizer: Tokenizer, sentences: Sequence[Any
     or BPE tokenizer a word's entry sums its pieces, the space before it included. ``per="token"``
     gives the model's own tokens.
     """
-    if per not in ("word", "token"):
-        raise ValueError(f"per must be 'word' or 'token', got {per!r}")
+    checks.check_choice(per, "per", ("word", "token"))
     _check_pos_int("batch_size", batch_size)
-    if not isinstance(tokenizer, Tokenizer):
-        raise TypeError(f"tokenizer must be an lmlab tokenizer, got {type(tokenizer).__name__}")
+    _check_tokenizer(tokenizer)
+    checks.check_str(context_token, "context_token", allow_none=True)
+    if device is not None:
+        device = env.device(device)
+    _check_vocab(model, tokenizer)
     toks = sentence_tokens(sentences)
     items = _prepare(tokenizer, toks, context_token)
     was_training = getattr(model, "training", False)
@@ -341,8 +371,7 @@ def evaluate_sentences(model: Any, tokenizer: Tokenizer, sentences: Sequence[Any
         model.eval()
     try:
         with torch.no_grad():
-            nll = _token_nll(model, items, batch_size, torch.device(device) if device is not None else None,
-                             tokenizer.mask_id)
+            nll = _token_nll(model, items, batch_size, device, tokenizer.mask_id)
     finally:
         if was_training:
             model.train()
@@ -357,6 +386,9 @@ def exact_token_nll(lang: Any, sentences: Sequence[Any], masked: bool = False) -
     ``masked=False``: ``-log p(word | the words before it)`` (``lang.token_logprobs``);
     ``masked=True``: ``-log p(word | all the other words)`` (``lang.masked_distribution``).
     """
+    if not hasattr(lang, "token_logprobs") or not hasattr(lang, "masked_distribution"):
+        raise TypeError(f"lang must be a toy language (lmlab.corpus.toy()), got {type(lang).__name__}")
+    checks.check_bool(masked, "masked")
     out = []
     for words in sentence_tokens(sentences):
         if masked:
@@ -394,7 +426,9 @@ def exact_gap(model: Any, tokenizer: Tokenizer, lang: Any, sentences: Sequence[A
     by pseudo-log-likelihood with ``lang.masked_distribution``, which needs one model token per word
     (a word tokenizer). ``kwargs`` go to :func:`evaluate_sentences`.
     """
-    toks = sentence_tokens(sentences)
+    toks = checks.check_nonempty(sentence_tokens(sentences), "sentences", "sentence")
+    _check_tokenizer(tokenizer)
+    _check_vocab(model, tokenizer)
     masked = not _is_causal(model)
     if masked and not isinstance(tokenizer, WordTokenizer):
         raise ValueError("the masked-LM gap compares one masked word at a time, so it needs a WordTokenizer "

@@ -40,7 +40,7 @@ from plotly.subplots import make_subplots
 
 from . import corpus as _corpus
 from . import data as _data
-from . import env, viz
+from . import checks, env, viz
 from .models import Transformer, TransformerConfig
 from .train import History, TrainConfig, train
 
@@ -171,7 +171,9 @@ class TinyNet:
 
     @classmethod
     def create(cls, d_in: int = 3, hidden: int = 4, classes: int = 3, seed: int = 0) -> "TinyNet":
-        g = torch.Generator().manual_seed(seed)
+        for name, value in (("d_in", d_in), ("hidden", hidden), ("classes", classes)):
+            checks.check_int(value, name, 1)
+        g = torch.Generator().manual_seed(checks.seed_of(seed))
         return cls(W1=torch.randn(d_in, hidden, generator=g, dtype=torch.float64) * 0.5,
                    b1=torch.randn(hidden, generator=g, dtype=torch.float64) * 0.1,
                    W2=torch.randn(hidden, classes, generator=g, dtype=torch.float64) * 0.5,
@@ -233,7 +235,7 @@ def tiny_transformer(vocab_size: int, d_model: int = 32, n_layer: int = 2, n_hea
     config = TransformerConfig(vocab_size=vocab_size, context_length=context, n_layer=n_layer, n_head=n_head,
                                d_model=d_model, **overrides)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(checks.seed_of(seed))
         model = Transformer(config)
     return model.eval()
 
@@ -288,8 +290,11 @@ def train_seeds(make_model: Callable[[int], torch.nn.Module], seeds: Sequence[in
     which needs ``tokenizer=`` in ``train_kwargs``) or the last validation loss of the history.
     ``train_kwargs`` go to :func:`lmlab.train.train` (e.g. ``tokenizer=tok, progress=False``).
     """
-    if not seeds:
-        raise ValueError("seeds must name at least one seed, e.g. [0, 1, 2]")
+    seeds = checks.check_seeds(seeds)  # each seed is offset where it is used (make_model, train)
+    if not callable(make_model):
+        raise TypeError(f"make_model must be a function seed -> model, got {type(make_model).__name__}")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     runs = []
     for seed in seeds:
         model = make_model(int(seed))
@@ -670,7 +675,7 @@ def copy_enriched_sentences(lang: Any, n_sentences: int, share: float, seed: int
     """
     _check_int("n_sentences", n_sentences)
     _check_fraction("share", share)
-    rng = random.Random(seed)
+    rng = random.Random(checks.seed_of(seed))
     n_copy = round(share * n_sentences)
     ordinary = lang.sentences(n_sentences - n_copy, seed=seed) if n_sentences > n_copy else []
     out = [list(s) for s in ordinary]
@@ -703,7 +708,7 @@ def copy_probe(lang: Any, tokenizer: Any, n: int = 64, context: int = 24, seed: 
     k = _check_int("code_length", code_length)
     if context < 2 * k + 6:
         raise ValueError(f"context must be at least {2 * k + 6} to hold a copy sentence after '.', got {context}")
-    rng = random.Random(seed)
+    rng = random.Random(checks.seed_of(seed))
     rows: list[list[str]] = []
     candidates = lang.sentences(4 * n, seed=seed)
     for s in candidates:

@@ -43,7 +43,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from . import viz
+from . import checks, viz
 
 __all__ = [
     "Activations", "embedding_matrix", "collect_activations", "hf_word_activations",
@@ -366,7 +366,7 @@ def offset_parallelism(vectors: Any, vocab: Sequence[str], pairs: Sequence[tuple
         c = u @ u.T
         return float(c[np.triu_indices(len(u), 1)].mean())
 
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(checks.seed_of(seed))
     n = len(a)
     perm = rng.permutation(n)
     while np.any(perm == np.arange(n)):  # a derangement: nobody keeps its own partner
@@ -512,10 +512,9 @@ def split_by_sentence(acts: Activations, test_fraction: float = 0.3, seed: int =
     so a probe is never scored on a sentence it was trained on."""
     if not isinstance(acts, Activations):
         raise TypeError(f"acts must be an Activations (from collect_activations), got {type(acts).__name__}")
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction!r}")
+    checks.check_real(test_fraction, "test_fraction", 0, 1, low_open=True, high_open=True)
     ids = np.unique(acts.sentence)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(checks.seed_of(seed))
     test_ids = rng.choice(ids, size=max(1, int(round(test_fraction * len(ids)))), replace=False)
     test = np.isin(acts.sentence, test_ids)
     return ~test, test
@@ -530,7 +529,7 @@ def control_labels(labels: Any, words: Sequence[str] | None = None, seed: int = 
     shuffled across tokens (nothing to learn at all).
     """
     labs = np.asarray(list(labels), dtype=object)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(checks.seed_of(seed))
     if words is None:
         return labs[rng.permutation(len(labs))]
     words = list(words)

@@ -38,7 +38,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from . import viz
+from . import checks, viz
 
 __all__ = [
     "Encoded", "Site", "PositionRule", "HeadReport", "AttributionComparison",
@@ -677,7 +677,7 @@ def rank_collapse(depth: int = 10, n_tokens: int = 16, d_model: int = 32, seeds:
     d = d_model
     out = {v: np.zeros((len(seeds), depth + 1)) for v in variants}
     for si, seed in enumerate(seeds):
-        g = torch.Generator().manual_seed(int(seed))
+        g = torch.Generator().manual_seed(checks.seed_of(seed, f"seeds[{si}]"))
         x0 = torch.randn(n_tokens, d, generator=g, dtype=torch.float64)
         layers = []
         for _ in range(depth):
@@ -812,7 +812,7 @@ def random_purity(vocab: Sequence[str], label: Callable[[str], str], k: int, n: 
     """:func:`label_purity` of ``n`` random sets of ``k`` tokens from ``vocab``: the chance level."""
     if not 1 <= k <= len(vocab):
         raise ValueError(f"k must be in 1..{len(vocab)}, got {k!r}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(checks.seed_of(seed))
     vocab = list(vocab)
     return label_purity([[vocab[i] for i in rng.choice(len(vocab), size=k, replace=False)] for _ in range(n)], label)
 

@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from . import viz
+from . import checks, viz
 from .models import NGramLM
 
 __all__ = [
@@ -60,22 +60,12 @@ __all__ = [
 # --- argument checks ------------------------------------------------------------------------------
 
 def _orders(orders: Iterable[int]) -> list[int]:
-    try:
-        out = [int(n) for n in orders]
-    except TypeError:
-        raise TypeError(f"orders must be a list of ints >= 1 (e.g. [1, 2, 3]), got {orders!r}") from None
-    if not out or any(n < 1 for n in out) or any(not float(n).is_integer() for n in orders):
-        raise ValueError(f"orders must be a non-empty list of ints >= 1, got {orders!r}")
-    return out
+    items = checks.check_nonempty(orders, "orders", "int >= 1 (e.g. [1, 2, 3])")
+    return [checks.check_int(n, f"orders[{i}]", 1) for i, n in enumerate(items)]
 
 
 def _id_list(ids: Any, name: str) -> list[int]:
-    if hasattr(ids, "tolist"):
-        ids = ids.tolist()
-    ids = list(ids)
-    if not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in ids):
-        raise TypeError(f"{name} must be a flat sequence of integer token ids, got {ids[:5]!r}...")
-    return [int(t) for t in ids]
+    return checks.check_ids(ids, name)
 
 
 def _rows(rows: Any, name: str) -> list[list[int]]:
@@ -119,9 +109,7 @@ def with_counts(lm: NGramLM, n: int | None = None, smoothing: str | None = None,
     counting again. Equal to fitting ``NGramLM(n, smoothing=..., **kwargs)`` on the same data."""
     if not isinstance(lm, NGramLM) or not lm.counts:
         raise TypeError(f"lm must be a fitted NGramLM, got {lm!r}")
-    n = lm.n if n is None else n
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= lm.n:
-        raise ValueError(f"n must be an int from 1 to {lm.n} (the fitted model's order), got {n!r}")
+    n = lm.n if n is None else checks.check_int(n, "n", 1, lm.n, hint="at most the fitted model's order")
     settings = {"k": lm.k, "discount": lm.discount, "bos_id": lm.bos_id}
     if smoothing is None or smoothing == lm.smoothing:
         settings["lambdas"] = lm.lambdas[:n]
@@ -507,8 +495,13 @@ def surprisal_figure(tokens: Sequence[str], nll: Mapping[str, Any], title: str |
 
 def perplexity(cross_entropy: float) -> float:
     """``exp(cross_entropy)``: the number of equally likely choices that would be as surprising."""
-    if not isinstance(cross_entropy, (int, float, np.floating)) or isinstance(cross_entropy, bool):
-        raise TypeError(f"cross_entropy must be a number (nats per token), got {cross_entropy!r}")
+    if not checks.is_real(cross_entropy):
+        raise TypeError(f"cross_entropy must be a number >= 0 (nats per token; inf for a zero-probability "
+                        f"token), got {cross_entropy!r}")
+    cross_entropy = float(cross_entropy)
+    if math.isnan(cross_entropy) or cross_entropy < 0:
+        raise ValueError(f"cross_entropy must be a number >= 0 (nats per token; inf for a zero-probability "
+                         f"token), got {cross_entropy}")
     return math.exp(cross_entropy) if cross_entropy < 700 else math.inf
 
 
@@ -600,6 +593,11 @@ def evaluate(model: Any, tokenizer: Any, sentences: Sequence[Any], name: str | N
     """
     from .data import evaluate_sentences
 
+    from .data import _check_tokenizer, _check_vocab
+
+    _check_tokenizer(tokenizer)
+    _check_vocab(model, tokenizer)
+    checks.check_str(name, "name", allow_none=True)
     scored = _memo(model) if isinstance(model, NGramLM) else model
     nll = evaluate_sentences(scored, tokenizer, sentences, per=per, **kwargs)
     return score_nll(nll, name if name is not None else type(model).__name__, unit=per)

@@ -36,7 +36,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from . import generate as gen
-from . import viz
+from . import checks, viz
 from .exercises import _call, _Failure, _run
 
 __all__ = [

@@ -36,6 +36,7 @@ unless ``skip_special=True``. Every tokenizer maps unknown input to ``<unk>``; n
 """
 from __future__ import annotations
 
+import os
 import json
 from collections import Counter
 from pathlib import Path
@@ -43,15 +44,22 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from . import checks
+
 PAD, UNK, MASK, BOS, EOS = "<pad>", "<unk>", "<mask>", "<bos>", "<eos>"
 SPECIAL_TOKENS = (PAD, UNK, MASK, BOS, EOS)
 _FORMAT_VERSION = 1
 
 
 def _check_text(text: Any, what: str = "text") -> str:
-    if not isinstance(text, str):
-        raise TypeError(f"{what} must be a str, got {type(text).__name__} ({text!r:.60})")
-    return text
+    return checks.check_str(text, what, allow_empty=True)
+
+
+class UnknownTokenError(KeyError, ValueError):
+    """A token string that is not in the vocabulary (a ``KeyError`` and a ``ValueError``)."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0]) if self.args else ""
 
 
 class Tokenizer:
@@ -65,7 +73,13 @@ class Tokenizer:
     kind = "base"
 
     def __init__(self, tokens: Sequence[str], eos_token: str = EOS):
+        if isinstance(tokens, (str, bytes)) or not isinstance(tokens, Iterable):
+            raise TypeError(f"tokens must be a list of token strings, got {type(tokens).__name__}")
         tokens = list(tokens)
+        bad = [t for t in tokens if not isinstance(t, str) or not t]
+        if bad:
+            raise TypeError(f"tokens must be non-empty strings, got {bad[:5]!r}")
+        checks.check_str(eos_token, "eos_token")
         specials = [t for t in SPECIAL_TOKENS if t != EOS or eos_token == EOS]
         clash = sorted(set(specials) & set(tokens))
         if clash:
@@ -95,16 +109,16 @@ class Tokenizer:
 
     def token_to_id(self, token: str) -> int:
         """The id of ``token``; raises ``KeyError`` if it is not in the vocabulary."""
+        if not isinstance(token, str):
+            raise TypeError(f"token must be a token string, got {token!r:.60}")
         try:
             return self._index[token]
         except KeyError:
-            raise KeyError(f"token {token!r} is not in the vocabulary ({self.vocab_size} tokens)") from None
+            raise UnknownTokenError(f"token {token!r} is not in the vocabulary ({self.vocab_size} tokens); "
+                                    "see tokenizer.vocab") from None
 
     def id_to_token(self, i: int) -> str:
-        i = int(i)
-        if not 0 <= i < self.vocab_size:
-            raise ValueError(f"id {i} is out of range: ids go from 0 to {self.vocab_size - 1}")
-        return self._vocab[i]
+        return self._vocab[checks.check_id(i, "id", self.vocab_size)]
 
     @property
     def special_tokens(self) -> list[str]:
@@ -129,12 +143,12 @@ class Tokenizer:
     def decode(self, ids: Iterable[int] | torch.Tensor, skip_special: bool = False) -> str:
         """The text of ``ids`` (a list or a 1-D tensor); special tokens as their strings unless
         ``skip_special`` (then ``<pad>``, ``<bos>`` ... are left out)."""
-        if isinstance(ids, torch.Tensor):
-            if ids.dim() != 1:
-                raise ValueError(f"decode takes a 1-D sequence of ids, got a tensor of shape {tuple(ids.shape)}")
-            ids = ids.tolist()
+        if isinstance(ids, torch.Tensor) and ids.dim() != 1:
+            raise ValueError(f"decode takes a 1-D sequence of ids, got a tensor of shape {tuple(ids.shape)}")
+        ids = checks.check_ids(ids, "ids", self.vocab_size)
+        checks.check_bool(skip_special, "skip_special")
         special = set(self.special_ids) if skip_special else set()
-        return self._decode_ids([int(i) for i in ids if int(i) not in special])
+        return self._decode_ids([i for i in ids if i not in special])
 
     def encode_batch(
         self,
@@ -151,8 +165,11 @@ class Tokenizer:
         tokens.
         """
         if isinstance(texts, str) or not isinstance(texts, Sequence):
-            raise TypeError(f"encode_batch takes a list of strings, got {type(texts).__name__}; "
+            raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}; "
                             "for one text use encode(text)")
+        for flag, value in (("add_bos", add_bos), ("add_eos", add_eos),
+                            ("return_attention_mask", return_attention_mask)):
+            checks.check_bool(value, flag)
         rows = []
         for text in texts:
             ids = self.encode(text)
@@ -163,9 +180,12 @@ class Tokenizer:
         self, rows: Sequence[Sequence[int]], max_length: int | None = None, return_attention_mask: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Pad lists of ids on the right with ``pad_id`` into a LongTensor ``(batch, seq)``."""
-        if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
-            raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
-        rows = [list(r)[:max_length] if max_length is not None else list(r) for r in rows]
+        max_length = checks.check_int(max_length, "max_length", 1, allow_none=True)
+        checks.check_bool(return_attention_mask, "return_attention_mask")
+        if isinstance(rows, (str, bytes, torch.Tensor)) and not (isinstance(rows, torch.Tensor) and rows.dim() == 2):
+            raise TypeError(f"rows must be a list of lists of ids, got {type(rows).__name__}")
+        rows = [checks.check_ids(r, f"rows[{b}]", self.vocab_size) for b, r in enumerate(rows)]
+        rows = [r[:max_length] if max_length is not None else r for r in rows]
         seq = max((len(r) for r in rows), default=0)
         out = torch.full((len(rows), seq), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), seq), dtype=torch.bool)
@@ -188,10 +208,12 @@ class Tokenizer:
     @classmethod
     def load(cls, path: str | Path) -> "Tokenizer":
         """Read a tokenizer saved with ``save``; returns the right subclass."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a file path (str or Path), got {type(path).__name__}")
         path = Path(path)
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path} is not a tokenizer JSON file ({e})") from None
         kind = state.get("lmlab_tokenizer") if isinstance(state, dict) else None
         classes = {c.kind: c for c in (CharTokenizer, WordTokenizer, BPETokenizer)}
@@ -201,7 +223,14 @@ class Tokenizer:
         if cls is not Tokenizer and classes[kind] is not cls:
             raise ValueError(f"{path} holds a {classes[kind].__name__}, not a {cls.__name__}; "
                              "use Tokenizer.load to get whichever it is")
-        return classes[kind]._from_state(state)
+        try:
+            return classes[kind]._from_state(state)
+        except KeyError as err:
+            raise ValueError(f"{path} is a damaged {classes[kind].__name__} file: it has no {err.args[0]!r} entry "
+                             "(save the tokenizer again with tokenizer.save(path))") from None
+        except (TypeError, AttributeError) as err:
+            raise ValueError(f"{path} is a damaged {classes[kind].__name__} file ({err}); save the tokenizer "
+                             "again with tokenizer.save(path)") from None
 
     @classmethod
     def _from_state(cls, state: dict) -> "Tokenizer":
@@ -272,8 +301,7 @@ class WordTokenizer(Tokenizer):
     def from_text(cls, text: str, min_count: int = 1, eos_token: str = EOS) -> "WordTokenizer":
         """A vocabulary of the words of ``text`` seen at least ``min_count`` times, most frequent
         first (ties alphabetical). Pass ``eos_token="."`` if ``"."`` ends the text's sentences."""
-        if not isinstance(min_count, int) or min_count < 1:
-            raise ValueError(f"min_count must be a positive int, got {min_count!r}")
+        checks.check_int(min_count, "min_count", 1)
         counts = Counter(_check_text(text).split())
         words = sorted((w for w, c in counts.items() if c >= min_count and w not in SPECIAL_TOKENS),
                        key=lambda w: (-counts[w], w))
@@ -337,10 +365,14 @@ class BPETokenizer(Tokenizer):
         texts = [text] if isinstance(text, str) else list(text)
         for t in texts:
             _check_text(t)
+        checks.check_bool(byte_level, "byte_level")
+        checks.check_int(min_frequency, "min_frequency", 1)
+        if not texts or not any(texts):
+            raise ValueError("text must hold some characters to learn merges from, got none")
         floor = len(SPECIAL_TOKENS) + (256 if byte_level else 1)
-        if not isinstance(vocab_size, int) or vocab_size < floor:
-            raise ValueError(f"vocab_size must be an int of at least {floor} "
-                             f"({'256 bytes + ' if byte_level else ''}the {len(SPECIAL_TOKENS)} specials), got {vocab_size!r}")
+        checks.check_int(vocab_size, "vocab_size", floor,
+                         hint=f"at least {'256 bytes + ' if byte_level else 'one character + '}"
+                              f"the {len(SPECIAL_TOKENS)} specials")
         if byte_level:
             hf = HFTokenizer(models.BPE())
             hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -402,6 +434,9 @@ def _word_offsets(text: str) -> list[tuple[int, int]]:
 
 def encode_with_offsets(tokenizer: Tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     """Ids of ``text`` and the ``(start, end)`` character span of each token, for any tokenizer."""
+    if not isinstance(tokenizer, Tokenizer):
+        raise TypeError(f"tokenizer must be an lmlab tokenizer, got {type(tokenizer).__name__}")
+    _check_text(text)
     if isinstance(tokenizer, BPETokenizer):
         return tokenizer.encode_with_offsets(text)
     ids = tokenizer.encode(text)

@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from plotly.subplots import make_subplots
 
-from . import env
+from . import checks, env
 from .exercises import _array, _call, _catalogue, _close, _randn, _run, _shape, _wrong_values
 
 __all__ = [
@@ -153,19 +153,26 @@ def _tokenizer(variant: str = "standard"):
     return WordTokenizer.for_toy(toy(variant))
 
 
-@functools.lru_cache(maxsize=8)
 def _train_stream(variant: str, n_sentences: int, seed: int) -> torch.Tensor:
+    """The training stream drawn with ``seed`` plus the seed offset (cached by the seed actually used)."""
+    return _train_stream_exact(variant, n_sentences, checks.seed_of(seed, "data_seed"))
+
+
+@functools.lru_cache(maxsize=8)
+def _train_stream_exact(variant: str, n_sentences: int, seed: int) -> torch.Tensor:
     from . import data
     from .corpus import toy
 
-    return data.stream_ids(toy(variant).sentences(n_sentences, seed=seed), _tokenizer(variant))
+    with env.fixed_seeds():  # ``seed`` already holds the offset
+        return data.stream_ids(toy(variant).sentences(n_sentences, seed=seed), _tokenizer(variant))
 
 
 @functools.lru_cache(maxsize=8)
 def _held_out(variant: str, n: int) -> tuple[tuple[str, ...], ...]:
     from .corpus import toy
 
-    return tuple(tuple(s) for s in toy(variant).sentences(n, seed=EVAL_SEED))
+    with env.fixed_seeds():  # the held-out sentences are fixed (lmlab.zoo's), whatever the seed offset
+        return tuple(tuple(s) for s in toy(variant).sentences(n, seed=EVAL_SEED))
 
 
 @functools.lru_cache(maxsize=8)
@@ -227,8 +234,7 @@ def train_variant(changes: Mapping[str, Any] | None = None, seed: int = 0, *, ca
     from .train import train
 
     budget = budget or Budget()
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    checks.check_seed(seed)  # offset where it is used (env.seed_everything, train)
     tok = _tokenizer(variant)
     ids = _train_stream(variant, budget.train_sentences, budget.data_seed)
     with _threads(budget.threads):
@@ -387,9 +393,7 @@ def compare_configs(variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[i
     """
     if not isinstance(variants, Mapping) or not variants:
         raise TypeError(f"variants must be a non-empty dict {{label: {{field: value}}}}, got {variants!r}")
-    seeds = list(seeds)
-    if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
-        raise ValueError(f"seeds must be a non-empty list of ints >= 0, got {seeds!r}")
+    seeds = checks.check_seeds(seeds)
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be different from each other, got {seeds!r}")
     budget = budget or Budget()
@@ -574,7 +578,7 @@ def agreement_pairs(n: int = 40, seed: int = 0) -> list[tuple[list[str], list[st
             for _, p2 in nouns:
                 for prep in ("near", "behind", "with"):
                     candidates.append((s1, prep, p2))
-    rng = random.Random(seed)
+    rng = random.Random(checks.seed_of(seed))
     picked = rng.sample(candidates, min(n, len(candidates)))
     return [(["the", s, prep, "the", p], ["the", p, prep, "the", s]) for s, prep, p in picked]
 
@@ -620,7 +624,7 @@ def shuffled_sentences(n: int = 100, seed: int = 0, variant: str = "standard") -
     """
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
-    rng = random.Random(seed)
+    rng = random.Random(checks.seed_of(seed))
     pairs = []
     for s in _held_out(variant, max(300, 2 * n)):
         words = list(s[:-1])
@@ -690,7 +694,7 @@ def random_codes(n: int, length: int = 3, seed: int = 0,
     total = len(SYLLABLES) ** length - sum(1 for c in excluded if len(c) == length)
     if not isinstance(n, int) or n < 1 or n > total:
         raise ValueError(f"n must be an int from 1 to {total} (the codes available), got {n!r}")
-    rng = random.Random(seed)
+    rng = random.Random(checks.seed_of(seed))
     out: list[tuple[str, ...]] = []
     seen = set(excluded)
     while len(out) < n:
@@ -711,7 +715,9 @@ def training_codes(name: str = "toy-gpt") -> frozenset[tuple[str, ...]]:
         raise ValueError(f"unknown zoo model {name!r}; available: {sorted(SPECS)}")
     spec = SPECS[name]
     codes = set()
-    for s in toy(spec.variant).sentences(spec.train_sentences, seed=spec.data_seed):
+    with env.fixed_seeds():  # the zoo model's own training sentences, as lmlab.zoo drew them
+        sentences = toy(spec.variant).sentences(spec.train_sentences, seed=spec.data_seed)
+    for s in sentences:
         if s[:3] == ["the", "code", "is"]:
             codes.add(tuple(s[3:s.index(",")]))
     return frozenset(codes)
@@ -963,9 +969,7 @@ def finetune_comparison(model, tokenizer=None, seeds: Sequence[int] = SEEDS, *, 
     """
     from .models import Transformer
 
-    seeds = list(seeds)
-    if not seeds:
-        raise ValueError("seeds is empty")
+    seeds = checks.check_seeds(seeds)
     runs: list[FinetuneRun] = []
     jobs = [("fine-tuned", s) for s in seeds] + ([("from scratch", s) for s in seeds] if scratch else [])
     bar = env.progress(total=len(jobs), desc=f"fine-tuning: {len(jobs)} runs")

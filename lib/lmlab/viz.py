@@ -40,6 +40,8 @@ import plotly.io as pio
 from plotly.basedatatypes import BaseFigure
 from plotly.subplots import make_subplots
 
+from . import checks
+
 __all__ = [
     "TEMPLATE", "OKABE_ITO", "COLORWAY", "SEQUENTIAL", "DIVERGING", "WIDTH",
     "alt_text", "set_alt", "figure_html", "show", "use_template",
@@ -220,10 +222,11 @@ def _short_list(items: Sequence[str], n: int = 5) -> str:
 
 def softmax(logits: Any, temperature: float = 1.0) -> np.ndarray:
     """Numerically stable softmax of ``logits / temperature`` along the last axis (NumPy)."""
-    if not (isinstance(temperature, (int, float)) and temperature > 0):
-        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
-    z = _array(logits, "logits") / float(temperature)
-    z = z - z.max(axis=-1, keepdims=True)
+    temperature = checks.check_real(temperature, "temperature", 0, low_open=True)
+    z = _array(logits, "logits")
+    if z.size == 0:
+        raise ValueError("logits is empty: pass at least one logit")
+    z = (z - z.max(axis=-1, keepdims=True)) / temperature  # shift first: no overflow at small temperatures
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
 
@@ -472,8 +475,10 @@ def project(vectors: Any, method: str = "pca", dims: int = 2, seed: int = 0,
             perplexity: float | None = None) -> tuple[np.ndarray, list[str]]:
     """Project ``vectors`` ``(n, d)`` to ``(n, dims)`` with PCA or t-SNE; returns (points, axis titles)."""
     x = _array(vectors, "vectors", 2)
-    if dims not in (2, 3):
-        raise ValueError(f"dims must be 2 or 3, got {dims!r}")
+    checks.check_choice(dims, "dims", (2, 3))
+    checks.check_choice(method, "method", ("pca", "tsne"))
+    checks.check_seed(int(seed) if checks.is_int(seed) else seed)
+    checks.check_real(perplexity, "perplexity", 0, low_open=True, allow_none=True)
     n = x.shape[0]
     if n <= dims:
         raise ValueError(f"need more than {dims} vectors to project to {dims}-D, got {n}")
@@ -492,7 +497,8 @@ def project(vectors: Any, method: str = "pca", dims: int = 2, seed: int = 0,
         perp = perplexity if perplexity is not None else float(min(30.0, max(2.0, (n - 1) / 3)))
         if not 0 < perp < n:
             raise ValueError(f"perplexity must be in (0, {n}) for {n} points, got {perp!r}")
-        pts = TSNE(n_components=dims, perplexity=perp, init="pca", random_state=seed).fit_transform(x)
+        pts = TSNE(n_components=dims, perplexity=perp, init="pca",
+                   random_state=checks.seed_of(seed) % 2**32).fit_transform(x)
         names = [f"t-SNE {i + 1}" for i in range(dims)]
     else:
         raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
@@ -660,11 +666,9 @@ def temperature_explorer(logits: Mapping[str, float] | Any, vocab: Sequence[str]
     gives the entropy and the mass the bars hold at each temperature.
     """
     toks, z = _distribution(logits, vocab, "logits")
-    temps = [float(t) for t in temperatures]
-    if not temps or any(not t > 0 for t in temps):
-        raise ValueError(f"temperatures must be numbers > 0, got {list(temperatures)!r}")
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    temps = [checks.check_real(t, f"temperatures[{i}]", 0, low_open=True)
+             for i, t in enumerate(checks.check_nonempty(temperatures, "temperatures", "number > 0"))]
+    checks.check_int(k, "k", 1)
     order = np.argsort(-z, kind="stable")[:k]
     labels = [_label(toks[i]) for i in order]
     active = int(np.argmin([abs(t - start) for t in temps]))
@@ -701,8 +705,7 @@ def temperature_explorer(logits: Mapping[str, float] | Any, vocab: Sequence[str]
 def top_k_keep(probs: Any, k: int) -> np.ndarray:
     """Boolean mask ``(vocab,)`` of the ``k`` most probable tokens (ties broken by position)."""
     p = _array(probs, "probs", 1)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"top_k must be a positive int, got {k!r}")
+    k = checks.check_int(k, "k (top_k)", 1)
     keep = np.zeros(len(p), dtype=bool)
     keep[np.argsort(-p, kind="stable")[:k]] = True
     return keep
@@ -715,8 +718,7 @@ def top_p_keep(probs: Any, p: float) -> np.ndarray:
     always kept.
     """
     q = _array(probs, "probs", 1)
-    if not (isinstance(p, (int, float)) and 0 < p <= 1):
-        raise ValueError(f"top_p must be a number in (0, 1], got {p!r}")
+    p = checks.check_real(p, "p (top_p)", 0, 1, low_open=True)
     order = np.argsort(-q, kind="stable")
     before = np.concatenate([[0.0], np.cumsum(q[order])[:-1]])
     keep = np.zeros(len(q), dtype=bool)

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from . import viz
+from . import checks, viz
 from .env import in_book_build
 
 __all__ = ["iframe_html", "SamplingExplorer", "sampling_explorer", "AttentionExplorer", "attention_explorer",
@@ -163,7 +163,7 @@ class SamplingExplorer:
             self.samples = [str(self.generate(prompt, temperature=T, top_k=k, top_p=p, seed=self.seed + i))
                             for i in range(self.n_samples)]
         else:
-            rng = np.random.default_rng(self.seed)
+            rng = np.random.default_rng(checks.seed_of(self.seed))
             draws = rng.choice(len(self.vocab), size=self.n_samples, p=self.probs)
             self.samples = [f"{prompt} {self.vocab[i]}".strip() for i in draws]
         self.plot.value = iframe_html(self.figure, self.plotlyjs)
