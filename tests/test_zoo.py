@@ -1,11 +1,19 @@
-"""lmlab.zoo: trained on demand, cached under a key, damaged files detected and retrained.
+"""lmlab.zoo: the shipped models load (never train) and are what their records say; retraining still
+works and lands near the shipped model; specs of one's own train on demand into a keyed cache, damaged
+files are detected and retrained, and one model's files never delete another's.
 
-The real zoo models take ~20 s each to train, so these tests use tiny specs of the same kinds (a
-ZooSpec is the public way to define a zoo model); benchmarks/zoo_gaps.py measures the real ones.
+The real zoo models take ~20 s each to train, so most tests use tiny specs of the same kinds (a
+ZooSpec is the public way to define a zoo model); one test retrains toy-gpt itself.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -169,3 +177,126 @@ def test_training_uses_the_specs_thread_count_not_the_callers(monkeypatch):
     assert all(spec.threads == 2 for spec in zoo.SPECS.values())  # 2 cores: the course machines, Colab
     with pytest.raises(ValueError, match="threads must be an int >= 1"):
         tiny(threads=0)
+
+
+# --- the shipped models -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", zoo.available())
+def test_each_shipped_file_is_what_its_record_says(name):
+    path = zoo.shipped_path(name)
+    record = zoo.shipped_record(name)
+    assert path.is_file() and path.parent.name == "weights" and path.parent.parent.name == "lmlab"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == record["sha256"] == zoo.verify_shipped(name)
+    assert record["spec"] == json.loads(json.dumps(dataclasses.asdict(zoo.SPECS[name]))), \
+        f"{name}: the shipped weights were made from another spec: run python -m lmlab.zoo train {name} --ship"
+    for field in ("steps", "seconds", "final_train_loss", "final_val_loss", "torch", "machine", "history"):
+        assert record.get(field) not in (None, "", {}), (name, field)
+    assert record["steps"] == zoo.SPECS[name].train["steps"]
+    assert 0 < record["gap"]["nats_per_word"] < 1.0 and record["gap"]["sentences"] == 2000
+
+
+@pytest.mark.parametrize("name", zoo.available())
+def test_load_reads_the_shipped_weights_and_never_trains(name, monkeypatch):
+    import lmlab.train
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("zoo.load trained a model")
+
+    monkeypatch.setattr(lmlab.train, "train", refuse)
+    model, tok = zoo.load(name)
+    assert model.zoo_info.source == "shipped" and not model.training
+    assert next(model.parameters()).device.type == "cpu"  # the CPU unless asked
+    record = zoo.shipped_record(name)
+    fp = zoo.fingerprint(model, tok)  # what the model computes on fixed ids, on this CPU
+    assert fp["ids"] == record["fingerprint"]["ids"]
+    assert abs(fp["logits_sum"] - record["fingerprint"]["logits_sum"]) <= 1e-4 * max(1.0, abs(fp["logits_sum"]))
+    assert torch.allclose(torch.tensor(fp["logits_head"]), torch.tensor(record["fingerprint"]["logits_head"]),
+                          atol=1e-4)
+    assert not any((zoo.env.cache_dir("zoo")).iterdir()), "loading a shipped model wrote to the cache"
+
+
+def test_a_damaged_shipped_file_is_refused(tmp_path, monkeypatch):
+    """A shipped file whose hash differs from its record is not used (nor silently retrained)."""
+    spec = zoo.SPECS["toy-char"]
+    (tmp_path / "toy-char.safetensors").write_bytes(zoo.shipped_path("toy-char").read_bytes()[:-10] + b"0" * 10)
+    (tmp_path / "toy-char.json").write_text(zoo.shipped_path("toy-char").with_suffix(".json").read_text())
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(ValueError, match="damaged.*reinstall lmlab"):
+        zoo.load(spec)
+
+
+def test_shipped_models_load_fast_after_import():
+    """Each model loads in under 2 s from an empty cache once lmlab (and torch, which it needs) is imported."""
+    code = ("import time, lmlab, torch\nfrom lmlab import zoo\n"
+            "for name in zoo.available():\n"
+            "    t = time.perf_counter(); zoo.load(name); print(name, time.perf_counter() - t)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    times = {line.split()[0]: float(line.split()[1]) for line in out.stdout.splitlines()}
+    assert set(times) == set(zoo.available()), out.stdout
+    assert all(t < 2.0 for t in times.values()), times
+
+
+def test_shipped_weights_are_small_and_in_the_wheel(tmp_path):
+    files = sorted(zoo.WEIGHTS_DIR.glob("*.safetensors"))
+    assert {f.stem for f in files} == set(zoo.available())
+    assert sum(f.stat().st_size for f in files) < 5_000_000
+    lib = Path(zoo.__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(lib)], check=True, timeout=300, capture_output=True)
+    wheel = next(tmp_path.glob("lmlab-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in zoo.available():
+        assert f"lmlab/weights/{name}.safetensors" in names and f"lmlab/weights/{name}.json" in names, names
+
+
+def test_retraining_toy_gpt_lands_near_the_shipped_model():
+    """Retraining still works: on this machine toy-gpt retrained from its spec reaches a held-out gap
+    within 0.01 nats/word of the shipped model's (never bit-equality: another CPU rounds differently).
+    It is cached for the user, and the shipped model is still what zoo.load returns."""
+    model, tok = zoo.load("toy-gpt", retrain=True, verbose=False)
+    assert model.zoo_info.source == "trained" and Path(model.zoo_info.path).is_file()
+    assert Path(model.zoo_info.path).parent == zoo.env.cache_dir("zoo")
+    shipped = zoo.shipped_record("toy-gpt")["gap"]["nats_per_word"]
+    retrained = zoo.gap("toy-gpt", model=model, tokenizer=tok).gap
+    assert abs(retrained - shipped) <= 0.01, (retrained, shipped)
+    assert zoo.load("toy-gpt")[0].zoo_info.source == "shipped"
+
+
+@pytest.mark.parametrize("name", ["toy-bert", "toy-char"])
+def test_the_ship_command_smoke_runs(name):
+    """The other models are not retrained in full here; their recipe runs end to end in a tiny version."""
+    out = subprocess.run([sys.executable, "-m", "lmlab.zoo", "train", name, "--tiny"], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"{name}-tiny: 5 steps" in out.stdout and "validation loss" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "lmlab.zoo", "verify"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.count(" ok") == len(zoo.available()), out.stdout + out.stderr
+
+
+def test_two_models_whose_names_share_a_prefix_keep_their_files(fresh_cache):
+    """Saving a model removes only older files of the same model: a model named 'toy' must not delete
+    'toy-gpt-...' (the cache lost models that way)."""
+    short, longer = tiny(), tiny()
+    short, longer = dataclasses.replace(short, name="toy"), dataclasses.replace(longer, name="toy-gpt")
+    zoo.load(longer, verbose=False)
+    zoo.load(short, verbose=False)
+    names = sorted(p.name for p in (fresh_cache / "zoo").iterdir())
+    assert any(n.startswith("toy-gpt-") and n.endswith(".safetensors") for n in names), names
+    assert any(n.startswith("toy-") and not n.startswith("toy-gpt-") and n.endswith(".safetensors") for n in names)
+    assert zoo.load(longer, verbose=False)[0].zoo_info.source == "cache"
+    # an older key of the same model is still cleaned up
+    stale = fresh_cache / "zoo" / "toy-0123456789abcdef.safetensors"
+    stale.write_bytes(b"old")
+    zoo.load(short, retrain=True, verbose=False)
+    assert not stale.exists()
+
+
+def test_asking_for_a_missing_device_is_one_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="not available on this machine; available: cpu"):
+        zoo.load("toy-gpt", device="cuda")
+    with pytest.raises(ValueError, match="device must be"):
+        zoo.load("toy-gpt", device="gpu")
+    model, _ = zoo.load("toy-gpt", device="cpu")
+    assert next(model.parameters()).device.type == "cpu"

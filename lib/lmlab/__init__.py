@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from .env import cache_dir, claim, device, glue, in_book_build, progress, seed_everything
+from .env import cache_dir, claim, device, generator, glue, in_book_build, progress, rng, seed_everything
 
 __version__ = "0.1.0"
 
@@ -15,7 +15,8 @@ _SUBMODULES = {"env", "corpus", "texts", "tokenizers", "data", "models", "hub", 
                "widgets", "exercises", "measure", "interpret", "geometry", "textstats", "experiments", "variants"}
 
 __all__ = sorted(_SUBMODULES) + [
-    "cache_dir", "claim", "device", "glue", "in_book_build", "progress", "seed_everything", "__version__",
+    "cache_dir", "claim", "device", "generator", "glue", "in_book_build", "progress", "rng", "seed_everything",
+    "__version__",
 ]
 
 

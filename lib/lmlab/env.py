@@ -46,15 +46,24 @@ def cache_dir(*parts: str) -> Path:
 def device(prefer: str | None = None, verbose: bool = False):
     """Pick a torch device: CUDA, then Apple MPS, then the CPU (or ``prefer`` if given).
 
+    Asking for a device this machine does not have (``"cuda"`` without a GPU, ``"cuda:3"`` with two,
+    ``"mps"`` off a Mac) raises a ``ValueError`` that says which devices are there.
+
     >>> device("cpu")
     device(type='cpu')
     """
     import torch
 
     if prefer is not None:
-        if prefer not in {"cpu", "cuda", "mps"} and not str(prefer).startswith("cuda:"):
+        if isinstance(prefer, torch.device):
+            prefer = str(prefer)
+        if not isinstance(prefer, str) or not (prefer in {"cpu", "cuda", "mps"} or
+                                               (prefer.startswith("cuda:") and prefer[5:].isdigit())):
             raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {prefer!r}")
         dev = torch.device(prefer)
+        if dev.type != "cpu" and not _device_available(dev):
+            raise ValueError(f"device {prefer!r} is not available on this machine; available: "
+                             f"{', '.join(available_devices())} (pass one of them, or None for the best)")
     elif torch.cuda.is_available():
         dev = torch.device("cuda")
     elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -64,6 +73,52 @@ def device(prefer: str | None = None, verbose: bool = False):
     if verbose:
         print(f"lmlab: using {describe_device(dev)}")
     return dev
+
+
+def _device_available(dev) -> bool:
+    import torch
+
+    if dev.type == "cuda":
+        return torch.cuda.is_available() and (dev.index is None or dev.index < torch.cuda.device_count())
+    if dev.type == "mps":
+        return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    return dev.type == "cpu"
+
+
+def available_devices() -> list[str]:
+    """The device names this machine offers, e.g. ``['cpu']`` or ``['cpu', 'cuda', 'cuda:0']``."""
+    import torch
+
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        names.append("mps")
+    return names
+
+
+def model_device(model) -> "torch.device":
+    """The device a model's parameters live on (the CPU for a model without parameters)."""
+    import torch
+
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def to_model_device(model, *tensors):
+    """Move ``tensors`` (ids, masks, inputs) to ``model``'s device; returns one tensor or a tuple.
+
+    Every public lmlab function that takes ids or tensors for a model passes them through here, so a
+    chapter written for the CPU runs unchanged with the model on a GPU. Non-tensors pass through.
+    """
+    import torch
+
+    dev = model_device(model)
+    moved = tuple(t.to(dev) if isinstance(t, torch.Tensor) and t.device != dev else t for t in tensors)
+    return moved[0] if len(moved) == 1 else moved
 
 
 def describe_device(dev=None) -> str:
@@ -78,16 +133,85 @@ def describe_device(dev=None) -> str:
     return f"the CPU ({torch.get_num_threads()} threads)"
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's random number generators."""
+# --- seeds -------------------------------------------------------------------------------------------
+# Bit-equality holds only on one machine, so what a chapter trains or samples must say the same for
+# other seeds too. LMLAB_SEED_OFFSET=k shifts every seed a reader passes to lmlab by k (the Colab replay
+# runs with k = 1): a claim that held only for seed 0 then fails there. Fixed inputs (the zoo's training
+# data and held-out sentences, the exercise checkers' hidden cases) are made inside fixed_seeds().
+
+SEED_OFFSET_ENV = "LMLAB_SEED_OFFSET"
+SEED_MAX = 2**63 - 1  # seeds are ints in 0..SEED_MAX: torch, numpy and Python all accept them
+_FIXED = False
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """``seed`` if it is an int in ``0..2**63 - 1``; otherwise a ``TypeError``/``ValueError`` naming it."""
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+        raise TypeError(f"{name} must be an int in 0..{SEED_MAX} (2**63 - 1), got {seed!r}")
+    if not 0 <= seed <= SEED_MAX:
+        raise ValueError(f"{name} must be an int in 0..{SEED_MAX} (2**63 - 1), got {seed}")
+    return seed
+
+
+def seed_offset() -> int:
+    """The seed offset from ``$LMLAB_SEED_OFFSET`` (0 when unset, and inside :func:`fixed_seeds`)."""
+    if _FIXED:
+        return 0
+    raw = os.environ.get(SEED_OFFSET_ENV, "").strip()
+    if not raw:
+        return 0
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{SEED_OFFSET_ENV} must be an integer (e.g. 1), got {raw!r}") from None
+
+
+def seeded(seed: Any, name: str = "seed") -> int:
+    """The seed lmlab actually uses for a seed a reader passed: ``seed + seed_offset()`` (wrapped into
+    range). Every public lmlab function with a ``seed`` argument calls this."""
+    return (check_seed(seed, name) + seed_offset()) % (SEED_MAX + 1)
+
+
+class fixed_seeds:
+    """Context manager: inside it the seed offset is 0 (for fixed inputs, not the reader's experiments)."""
+
+    def __enter__(self):
+        global _FIXED
+        self._old, _FIXED = _FIXED, True
+        return self
+
+    def __exit__(self, *exc):
+        global _FIXED
+        _FIXED = self._old
+        return False
+
+
+def seed_everything(seed: int) -> int:
+    """Seed Python's, NumPy's and torch's random number generators with ``seeded(seed)``; returns it."""
+    actual = seeded(seed)
     import numpy as np
     import torch
 
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    random.seed(actual)
+    np.random.seed(actual % 2**32)
+    torch.manual_seed(actual)
+    return actual
+
+
+def generator(seed: int, device=None) -> "torch.Generator":
+    """A torch random generator seeded with ``seeded(seed)``: ``torch.Generator().manual_seed(...)``
+    that honours the seed offset. Pass it as ``generator=`` to ``torch.randn``, ``torch.multinomial``, ..."""
+    import torch
+
+    return torch.Generator(device=device or "cpu").manual_seed(seeded(seed))
+
+
+def rng(seed: int) -> "np.random.Generator":
+    """A NumPy random generator seeded with ``seeded(seed)``: ``np.random.default_rng(...)`` that honours
+    the seed offset."""
+    import numpy as np
+
+    return np.random.default_rng(seeded(seed))
 
 
 # --- chapters: glue numbers into prose, guard the claims the prose makes -------------------------

