@@ -307,7 +307,7 @@ def test_temperature_explorer_steps_reshape_the_bars(model, tok):
     assert np.allclose(fig.data[0].y, ys[1])
     assert ys[0][0] > ys[1][0] > ys[2][0]  # colder: more mass on the top token
     assert "slider" in _alt_ok(fig)
-    with pytest.raises(ValueError, match="temperatures must be numbers > 0"):
+    with pytest.raises(ValueError, match=r"temperatures\[0\] must be a finite number > 0"):
         viz.temperature_explorer(logits, tok.vocab, temperatures=(0.0, 1.0))
 
 
@@ -343,7 +343,7 @@ def test_cutoff_bars_mark_what_survives(model, tok):
     assert "top-p = 0.6 keeps" in _alt_ok(fig)
     with pytest.raises(ValueError, match="top_k=..., top_p=..."):
         viz.cutoff_bars(probs, tok.vocab)
-    with pytest.raises(ValueError, match=r"top_p must be a number in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"top_p\) must be a finite number in \(0, 1\]"):
         viz.cutoff_bars(probs, tok.vocab, top_p=1.5)
 
 
@@ -480,7 +480,7 @@ def test_readable_darkens_only_what_is_too_light():
 def test_bad_numbers_are_refused():
     with pytest.raises(ValueError, match="NaN"):
         viz.attention_heatmap(np.full((2, 2), np.nan), ["a", "b"])
-    with pytest.raises(ValueError, match="temperature must be a number > 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
         viz.softmax([1.0, 2.0], temperature=0)
     with pytest.raises(ValueError, match="probabilities in"):
         viz.logit_lens([[1.5]], [["a"]], ["a"])

@@ -857,7 +857,9 @@ def descend(w0: float, lr: float, steps: int, curvature: float = 1.0) -> list[fl
     Returns ``[w0, w1, ..., w_steps]`` with ``w_{t+1} = w_t - lr * curvature * w_t``. The iterates
     shrink when ``|1 - lr * curvature| < 1``, i.e. ``lr < 2 / curvature``, and blow up beyond it.
     """
-    w = [float(w0)]
+    w = [checks.check_real(w0, "w0")]
+    lr = checks.check_real(lr, "lr", 0)
+    curvature = checks.check_real(curvature, "curvature")
     for _ in range(_check_int("steps", steps, 0)):
         w.append(w[-1] - lr * curvature * w[-1])
     return w
@@ -876,192 +878,10 @@ def _relu_ref(x, y, W1, b1, W2, b2, *, act_grad="relu", scale=True, target="oneh
     return {"W1": x.T @ da, "b1": da.sum(db_axis), "W2": h.T @ dz, "b2": dz.sum(db_axis)}
 
 
-def check_relu_backprop(relu_backprop: Callable) -> bool:
-    """Check ``relu_backprop(x (N, d), y (N,), W1, b1, W2, b2) -> {"W1": ..., "b1": ..., "W2": ..., "b2": ...}``:
-    the gradients of the mean cross-entropy of ``logits = relu(x @ W1 + b1) @ W2 + b2``, by hand."""
-    from .exercises import _Failure, _array, _call, _fmt, _run
-
-    def case(seed, n, d, hidden, classes):
-        g = torch.Generator().manual_seed(seed)
-        x = torch.randn(n, d, generator=g, dtype=torch.float64)
-        y = torch.randint(0, classes, (n,), generator=g)
-        params = (torch.randn(d, hidden, generator=g, dtype=torch.float64), torch.randn(hidden, generator=g,
-                  dtype=torch.float64) * 0.5, torch.randn(hidden, classes, generator=g, dtype=torch.float64),
-                  torch.randn(classes, generator=g, dtype=torch.float64) * 0.5)
-        return (x, y, *params), f"{n} examples, {d} inputs, {hidden} hidden units, {classes} classes"
-
-    cases = [case(70, 5, 3, 4, 3), case(71, 8, 2, 6, 4), case(72, 1, 4, 3, 2)]
-    mistakes = [
-        (dict(act_grad="tanh"), "you use tanh's derivative (1 - h^2); this network uses ReLU",
-         "ReLU's derivative is 1 where its input is positive and 0 elsewhere: da = dh * (a > 0)."),
-        (dict(act_grad="none"), "you pass the gradient through the ReLU unchanged",
-         "multiply by ReLU's derivative: da = dh * (a > 0)."),
-        (dict(scale=False), "your gradients are N times too large: they are for the summed loss, not the mean",
-         "divide dz by the number of examples N."),
-        (dict(target="none"), "you use p as the gradient of the logits; it is p - onehot(y)",
-         "subtract 1 at each example's target: dz = (p - F.one_hot(y, C)) / N."),
-    ]
-
-    def body(fn):
-        for args, name in cases:
-            out = _call(fn, args, name)
-            if not isinstance(out, Mapping):
-                raise _Failure(f"your function returned {type(out).__name__} on {name}; return a dict with the keys "
-                               "'W1', 'b1', 'W2', 'b2'.")
-            missing = [k for k in ("W1", "b1", "W2", "b2") if k not in out]
-            if missing:
-                raise _Failure(f"your dict has no {missing} on {name}; return all of 'W1', 'b1', 'W2', 'b2'.")
-            want = _relu_ref(*args)
-            autograd = autograd_gradients(TinyNet(*args[2:]), args[0], args[1], activation="relu")[1]
-            for k in ("W1", "b1", "W2", "b2"):
-                assert torch.allclose(want[k], autograd[k])  # the reference itself is right
-                got = _array(out[k], name)
-                if got.shape != tuple(want[k].shape):
-                    hint = ("a bias gradient sums dz over the examples: dz.sum(0)." if k.startswith("b") else
-                            f"{k}'s gradient has {k}'s shape {tuple(want[k].shape)}: check the transposes.")
-                    raise _Failure(f"the gradient of {k} has shape {got.shape} on {name}; {k} has shape "
-                                   f"{tuple(want[k].shape)}.", hint)
-            for k in ("W2", "b2", "W1", "b1"):
-                got = _array(out[k], name)
-                if np.allclose(got, want[k].numpy(), rtol=1e-5, atol=1e-8):
-                    continue
-                for kwargs, message, hint in mistakes:
-                    wrong = _relu_ref(*args, **kwargs)[k].numpy()
-                    if np.allclose(got, wrong, rtol=1e-5, atol=1e-8):
-                        raise _Failure(f"{message} (in the gradient of {k}, on {name}).", hint)
-                raise _Failure(f"wrong gradient of {k} on {name}: expected {_fmt(want[k])}, got {_fmt(got)}.",
-                               "follow the chain rule backwards: dz, then W2 and b2, then dh, da, W1 and b1.")
-        return len(cases)
-
-    return _run("relu_backprop", relu_backprop, body)
+from .exercises import check_relu_backprop  # noqa: E402,F401 (the checker lives with the others in lmlab.exercises)
 
 
-def check_gradient_descent(gradient_descent: Callable) -> bool:
-    """Check ``gradient_descent(w0, lr, steps, curvature) -> [w0, w1, ..., w_steps]`` on the loss
-    ``curvature * w**2 / 2`` (see :func:`descend`), including learning rates that make it diverge."""
-    from .exercises import _Failure, _array, _call, _fmt, _run
-
-    cases = [((3.0, 0.1, 5, 1.0), "w0=3, lr=0.1, 5 steps, curvature 1"),
-             ((1.0, 0.3, 4, 4.0), "w0=1, lr=0.3, 4 steps, curvature 4 (a stable learning rate)"),
-             ((1.0, 0.6, 6, 4.0), "w0=1, lr=0.6, 6 steps, curvature 4 (above 2 / curvature: it diverges)"),
-             ((-2.0, 0.05, 0, 2.0), "zero steps")]
-    mistakes = [
-        (lambda w0, lr, n, c: [w0 * (1 + lr * c) ** t for t in range(n + 1)],
-         "your w moves up the slope: subtract the gradient, do not add it", "w = w - lr * curvature * w."),
-        (lambda w0, lr, n, c: [w0 * (1 - lr) ** t for t in range(n + 1)],
-         "you leave out the curvature: the gradient of curvature * w**2 / 2 is curvature * w", None),
-        (lambda w0, lr, n, c: descend(w0, lr, n, c)[1:], "you leave out the starting point w0",
-         "return steps + 1 values, starting with w0."),
-        (lambda w0, lr, n, c: descend(w0, lr, n + 1, c)[1:], "you leave out the starting point w0 and take one "
-         "step too many", "return [w0, w1, ..., w_steps]: steps + 1 values."),
-        (lambda w0, lr, n, c: [w0 - t * lr * c * w0 for t in range(n + 1)], "you use the gradient at w0 for every "
-         "step; recompute it at the current w", "grad = curvature * w with the latest w."),
-    ]
-
-    def body(fn):
-        for args, name in cases:
-            out = _call(fn, args, name)
-            try:
-                got = _array(list(out) if not isinstance(out, torch.Tensor) else out, name, "a list of numbers")
-            except TypeError:
-                raise _Failure(f"your function returned {type(out).__name__} on {name}; return a list of numbers.") from None
-            want = np.array(descend(*args))
-            if got.ndim != 1:
-                raise _Failure(f"return a flat list of numbers, got shape {got.shape} on {name}.")
-            if got.shape == want.shape and np.allclose(got, want, rtol=1e-6, atol=1e-9):
-                continue
-            for wrong, message, hint in mistakes:
-                w = np.array(wrong(*args), dtype=float)
-                if w.shape == got.shape and np.allclose(got, w, rtol=1e-6, atol=1e-9):
-                    raise _Failure(f"{message} (on {name}).", hint)
-            if got.shape != want.shape:
-                raise _Failure(f"on {name} you return {len(got)} values; return steps + 1 = {len(want)} "
-                               "(w0 and one per step).")
-            raise _Failure(f"wrong values on {name}: expected {_fmt(want)}, got {_fmt(got)}.",
-                           "each step: w = w - lr * curvature * w.")
-        return len(cases)
-
-    return _run("gradient_descent", gradient_descent, body)
+from .exercises import check_gradient_descent  # noqa: E402,F401 (the checker lives with the others in lmlab.exercises)
 
 
-def check_prune_and_rewind(prune_and_rewind_fn: Callable) -> bool:
-    """Check ``prune_and_rewind(trained, initial, sparsity) -> (weights, masks)`` (dicts of tensors by name):
-    prune each trained tensor's ``sparsity`` fraction of smallest magnitudes, rewind the rest to ``initial``."""
-    from .exercises import _Failure, _array, _call, _fmt, _run
-
-    def case(seed, shapes, sparsity):
-        g = torch.Generator().manual_seed(seed)
-        trained = {f"w{i}": torch.randn(*s, generator=g) for i, s in enumerate(shapes)}
-        initial = {f"w{i}": torch.randn(*s, generator=g) * 0.1 for i, s in enumerate(shapes)}
-        return (trained, initial, sparsity), f"{len(shapes)} tensors of shapes {shapes}, sparsity {sparsity}"
-
-    cases = [case(80, [(4, 5)], 0.5), case(81, [(3, 4), (6,)], 0.75), case(82, [(2, 8), (4, 4)], 0.25),
-             case(83, [(5, 2)], 0.0)]
-
-    def keep_global(tr, s):
-        allv = torch.cat([v.abs().flatten() for v in tr.values()])
-        n = round(s * allv.numel())
-        thr = torch.sort(allv).values[n - 1] if n else -1.0
-        return {k: v.abs() > thr for k, v in tr.items()}
-
-    variants = {
-        "no_rewind": lambda tr, ini, s: {k: tr[k] * m for k, m in magnitude_masks(tr, s).items()},
-        "initial_magnitude": lambda tr, ini, s: {k: ini[k] * m for k, m in magnitude_masks(ini, s).items()},
-        "keep_smallest": lambda tr, ini, s: {k: ini[k] * (~m if s else m) for k, m in magnitude_masks(tr, s).items()},
-        "signed": lambda tr, ini, s: {k: ini[k] * m for k, m in
-                                       magnitude_masks({n: v - v.min() for n, v in tr.items()}, s).items()},
-        "global": lambda tr, ini, s: {k: ini[k] * m for k, m in keep_global(tr, s).items()},
-        "keep_fraction": lambda tr, ini, s: {k: ini[k] * m for k, m in magnitude_masks(tr, 1 - s if s else 0).items()},
-    }
-    messages = {
-        "no_rewind": ("you keep the trained values; rewind the survivors to their initial values",
-                      "weights[name] = initial[name] * mask."),
-        "initial_magnitude": ("you rank the weights by their initial magnitude; rank by the trained magnitude",
-                              "the mask comes from trained[name].abs(), the values from initial[name]."),
-        "keep_smallest": ("you keep the smallest weights and prune the largest", "prune the smallest |w|."),
-        "signed": ("you rank by signed value, so large negative weights are pruned; rank by magnitude |w|",
-                   "use trained[name].abs()."),
-        "global": ("you prune across all tensors at once; prune each tensor separately, the same fraction of each",
-                   None),
-        "keep_fraction": ("you prune 1 - sparsity; sparsity is the fraction removed", None),
-    }
-
-    def body(fn):
-        for args, name in cases:
-            out = _call(fn, args, name)
-            if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(o, Mapping) for o in out)):
-                raise _Failure(f"return a pair (weights, masks) of dicts on {name}, got {type(out).__name__}.")
-            weights, masks = out
-            want_w, want_m = prune_and_rewind(*args)
-            for k in want_w:
-                if k not in weights or k not in masks:
-                    raise _Failure(f"your result has no tensor {k!r} on {name}; keep every name of trained.")
-                got_m = _array(masks[k], name)
-                if got_m.shape != tuple(want_m[k].shape):
-                    raise _Failure(f"the mask of {k!r} has shape {got_m.shape}; expected {tuple(want_m[k].shape)} "
-                                   f"(on {name}).")
-                kept = int(np.count_nonzero(got_m))
-                if kept != int(want_m[k].sum()):
-                    pruned = got_m.size - kept
-                    hint = ("sparsity is the fraction removed: keep round((1 - sparsity) * numel) entries."
-                            if pruned == int((~want_m[k]).sum()) else None)
-                    for variant in ("keep_fraction", "global"):
-                        w = variants[variant](*args)[k]
-                        if int(torch.count_nonzero(w)) == kept and np.allclose(_array(weights[k], name), w.numpy()):
-                            raise _Failure(f"{messages[variant][0]} (on {name}).", messages[variant][1])
-                    raise _Failure(f"the mask of {k!r} keeps {kept} of {got_m.size} entries on {name}; with "
-                                   f"sparsity {args[2]} it should keep {int(want_m[k].sum())}.", hint)
-            for k in want_w:
-                got = _array(weights[k], name)
-                if np.allclose(got, want_w[k].numpy(), atol=1e-7) and np.array_equal(
-                        _array(masks[k], name).astype(bool), want_m[k].numpy()):
-                    continue
-                for variant, wrong in variants.items():
-                    if np.allclose(got, wrong(*args)[k].numpy(), atol=1e-7):
-                        message, hint = messages[variant]
-                        raise _Failure(f"{message} (on {name}).", hint)
-                raise _Failure(f"wrong weights for {k!r} on {name}: expected {_fmt(want_w[k])}, got {_fmt(got)}.",
-                               "mask = the largest (1 - sparsity) of trained[name].abs(); weights = initial * mask.")
-        return len(cases)
-
-    return _run("prune_and_rewind", prune_and_rewind_fn, body)
+from .exercises import check_prune_and_rewind  # noqa: E402,F401 (the checker lives with the others in lmlab.exercises)

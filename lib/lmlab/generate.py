@@ -290,8 +290,10 @@ def _encode(prompt: Any, tokenizer: Any, model: Any, name: str = "prompt") -> tu
     """Returns ``(ids (batch, seq), kind)`` on the model's device, where kind is "text", "list", "1d" or "2d".
 
     Ids are checked against the model's vocabulary."""
-    idx, kind = _encode_ids(prompt, tokenizer, name)
     vocab = _vocab_size(model)
+    if isinstance(prompt, (list, tuple)) and all(checks.is_int(i) for i in prompt):
+        checks.check_ids(prompt, name, vocab)  # before torch sees an id too large for int64
+    idx, kind = _encode_ids(prompt, tokenizer, name)
     if vocab is not None and idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= vocab):
         bad = idx[(idx < 0) | (idx >= vocab)].tolist()[:5]
         raise ValueError(f"{name} must hold token ids in 0..{vocab - 1} (the model's vocab_size={vocab}), "

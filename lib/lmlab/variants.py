@@ -688,12 +688,10 @@ def random_codes(n: int, length: int = 3, seed: int = 0,
     """``n`` different random codes of ``length`` syllables (the toy language's), none of them in ``exclude``."""
     from .corpus import SYLLABLES
 
-    if not isinstance(length, int) or length < 1:
-        raise ValueError(f"length must be an int >= 1, got {length!r}")
+    length = checks.check_int(length, "length", 1)
     excluded = {tuple(c) for c in exclude}
     total = len(SYLLABLES) ** length - sum(1 for c in excluded if len(c) == length)
-    if not isinstance(n, int) or n < 1 or n > total:
-        raise ValueError(f"n must be an int from 1 to {total} (the codes available), got {n!r}")
+    n = checks.check_int(n, "n", 1, total, hint="the codes available")
     rng = random.Random(checks.seed_of(seed))
     out: list[tuple[str, ...]] = []
     seen = set(excluded)
@@ -1154,39 +1152,7 @@ def _sinusoidal_ref(n, d, swap=False, halves=False, exponent="2i", start=0):
     return out
 
 
-def check_sinusoidal_positions(sinusoidal_positions: Callable) -> bool:
-    """Check ``sinusoidal_positions(n_positions, d_model) -> (n_positions, d_model)``:
-    ``PE[p, 2i] = sin(p / 10000^(2i/d))`` and ``PE[p, 2i+1] = cos(p / 10000^(2i/d))``, positions from 0."""
-    cases = [(4, 6), (10, 8), (1, 4), (50, 16)]
-    mistakes = [
-        (lambda n, d: _sinusoidal_ref(n, d, swap=True), "sine and cosine are swapped: even columns take the sine",
-         "PE[:, 0::2] = sin(...), PE[:, 1::2] = cos(...)."),
-        (lambda n, d: _sinusoidal_ref(n, d, halves=True), "you put all the sines in the first half and all the "
-         "cosines in the second; here they alternate (even columns sine, odd columns cosine)",
-         "fill PE[:, 0::2] with the sines and PE[:, 1::2] with the cosines."),
-        (lambda n, d: _sinusoidal_ref(n, d, exponent="i"), "your frequencies use 10000^(i/d) with i = 0, 1, 2, ...; "
-         "the exponent is 2i/d (i counts the sine-cosine pairs)", "use torch.arange(0, d_model, 2) / d_model."),
-        (lambda n, d: _sinusoidal_ref(n, d, start=1), "your positions start at 1; the first position is 0",
-         "use torch.arange(n_positions)."),
-        (lambda n, d: _sinusoidal_ref(n, d).T, "your table is transposed: rows are positions, columns dimensions",
-         None),
-    ]
-
-    def body(fn):
-        for n, d in cases:
-            case = f"n_positions={n}, d_model={d}"
-            got = _array(_call(fn, (n, d), case), case)
-            want = _sinusoidal_ref(n, d).numpy()
-            if got.shape != want.shape:
-                _catalogue(got, (n, d), mistakes, case)
-                _shape(got, want.shape, case, "one row per position, one column per dimension.")
-            if _close(got, want, rtol=1e-4, atol=1e-5):
-                continue
-            _catalogue(got, (n, d), mistakes, case)
-            raise _wrong_values(got, want, case)
-        return len(cases)
-
-    return _run("sinusoidal_positions", sinusoidal_positions, body)
+from .exercises import check_sinusoidal_positions  # noqa: E402,F401 (the checker lives with the others in lmlab.exercises)
 
 
 def _rotary_ref(x, positions, base=10000.0, sign=1.0, halves=False, exponent="2i", ignore_positions=False):
@@ -1203,38 +1169,7 @@ def _rotary_ref(x, positions, base=10000.0, sign=1.0, halves=False, exponent="2i
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
 
 
-def check_rotary(rotate: Callable) -> bool:
-    """Check ``rotate(x (seq, d), positions (seq,)) -> (seq, d)``: each neighbouring pair
-    ``(x[:, 2i], x[:, 2i+1])`` at position ``p`` turned anticlockwise by the angle ``p * 10000^(-2i/d)``."""
-    cases = [
-        (_randn(5, 4, seed=11), torch.arange(5), "x of shape (5, 4) at positions 0..4"),
-        (_randn(6, 8, seed=12), torch.arange(6), "x of shape (6, 8) at positions 0..5"),
-        (_randn(3, 8, seed=13), torch.tensor([7, 2, 30]), "x of shape (3, 8) at positions [7, 2, 30]"),
-    ]
-    mistakes = [
-        (lambda x, p: _rotary_ref(x, p, sign=-1.0), "you turn clockwise (the angle's sign is flipped)",
-         "new pair = (x1 cos - x2 sin, x1 sin + x2 cos)."),
-        (lambda x, p: _rotary_ref(x, p, halves=True), "you pair dimension i with dimension i + d/2 (the GPT-NeoX "
-         "layout); here the pairs are neighbours (0, 1), (2, 3), ...", "x1, x2 = x[:, 0::2], x[:, 1::2], and "
-         "interleave the results back (torch.stack([...], dim=-1).flatten(-2))."),
-        (lambda x, p: _rotary_ref(x, p, exponent="i"), "your frequencies use 10000^(-i/d) with i = 0, 1, 2, ...; "
-         "the exponent is -2i/d", "use torch.arange(0, d, 2) / d."),
-        (lambda x, p: _rotary_ref(x, p, ignore_positions=True), "nothing turns: the angle must grow with the position",
-         "multiply each position by the frequencies: positions[:, None] * freqs[None, :]."),
-    ]
-
-    def body(fn):
-        for x, p, case in cases:
-            got = _array(_call(fn, (x, p), case), case)
-            want = _rotary_ref(x, p).numpy()
-            _shape(got, want.shape, case, "rotary keeps the shape of x.")
-            if _close(got, want, rtol=1e-4, atol=1e-5):
-                continue
-            _catalogue(got, (x, p), mistakes, case)
-            raise _wrong_values(got, want, case)
-        return len(cases)
-
-    return _run("rotary", rotate, body)
+from .exercises import check_rotary  # noqa: E402,F401 (the checker lives with the others in lmlab.exercises)
 
 
 def _swiglu_ref(x, w_gate, w_up, w_down, act=F.silu, swap=False, gated=True):
@@ -1244,37 +1179,7 @@ def _swiglu_ref(x, w_gate, w_up, w_down, act=F.silu, swap=False, gated=True):
     return h @ w_down
 
 
-def check_swiglu(swiglu: Callable) -> bool:
-    """Check ``swiglu(x (..., d), w_gate (d, f), w_up (d, f), w_down (f, d)) -> (..., d)``:
-    ``(silu(x @ w_gate) * (x @ w_up)) @ w_down`` (Shazeer 2020's FFN_SwiGLU, without biases)."""
-    cases = []
-    for seed, (shape, d, f) in enumerate([((4, 6), 6, 5), ((2, 3, 8), 8, 12), ((1, 4), 4, 4)]):
-        cases.append(((_randn(*shape, seed=20 + seed), _randn(d, f, seed=30 + seed, scale=0.7),
-                       _randn(d, f, seed=40 + seed, scale=0.7), _randn(f, d, seed=50 + seed, scale=0.7)),
-                      f"x of shape {shape}, d_ff={f}"))
-    mistakes = [
-        (lambda *a: _swiglu_ref(*a, act=torch.sigmoid), "you gate with a sigmoid: that is the original GLU "
-         "(Dauphin et al.); SwiGLU gates with Swish = SiLU, x * sigmoid(x)", "use F.silu on x @ w_gate."),
-        (lambda *a: _swiglu_ref(*a, act=F.relu), "you gate with ReLU: that is ReGLU; SwiGLU uses SiLU", "use F.silu."),
-        (lambda *a: _swiglu_ref(*a, act=F.gelu), "you gate with GELU: that is GeGLU; SwiGLU uses SiLU", "use F.silu."),
-        (lambda *a: _swiglu_ref(*a, swap=True), "the activation is applied to the wrong projection: SiLU goes on "
-         "x @ w_gate, and x @ w_up stays linear", None),
-        (lambda *a: _swiglu_ref(*a, gated=False), "nothing is gated: you return silu(x @ w_gate) @ w_down and never "
-         "use w_up", "multiply silu(x @ w_gate) elementwise by x @ w_up before the down projection."),
-    ]
-
-    def body(fn):
-        for args, case in cases:
-            got = _array(_call(fn, args, case), case)
-            want = _swiglu_ref(*args).numpy()
-            _shape(got, want.shape, case, "the output has the shape of x (the down projection maps back to d_model).")
-            if _close(got, want, rtol=1e-4, atol=1e-5):
-                continue
-            _catalogue(got, args, mistakes, case)
-            raise _wrong_values(got, want, case)
-        return len(cases)
-
-    return _run("swiglu", swiglu, body)
+from .exercises import check_swiglu  # noqa: E402,F401 (the checker lives with the others in lmlab.exercises)
 
 
 class _Affine(torch.nn.Module):
@@ -1314,36 +1219,4 @@ def _block_ref(x, attn, mlp, ln1, ln2, kind="pre"):
     raise ValueError(kind)
 
 
-def check_prenorm_block(block: Callable) -> bool:
-    """Check ``block(x, attn, mlp, ln1, ln2) -> same shape``: the pre-norm transformer block,
-    ``x = x + attn(ln1(x))`` then ``x = x + mlp(ln2(x))`` (``attn``, ``mlp``, ``ln1``, ``ln2`` are functions)."""
-    cases = []
-    for seed, shape in enumerate([(3, 4), (2, 5, 4), (1, 4)]):
-        d = shape[-1]
-        parts = (_Affine(d, 60 + seed, "attn"), _Affine(d, 70 + seed, "mlp"), _Affine(d, 80 + seed, "norm"),
-                 _Affine(d, 90 + seed, "norm"))
-        cases.append(((_randn(*shape, seed=100 + seed, scale=2.0).double(), *parts), f"x of shape {shape}"))
-    mistakes = [
-        (lambda *a: _block_ref(*a, kind="post"), "this is the post-norm block (the original transformer's): "
-         "normalise the input of each sublayer, not the sum", "x = x + attn(ln1(x)); x = x + mlp(ln2(x))."),
-        (lambda *a: _block_ref(*a, kind="parallel"), "this is the parallel block (GPT-J, PaLM): the feed-forward "
-         "layer must read the stream after attention has written to it", "update x after attention, then use it."),
-        (lambda *a: _block_ref(*a, kind="no_residual"), "the residual connections are missing: add each sublayer's "
-         "output to x instead of replacing x", None),
-        (lambda *a: _block_ref(*a, kind="normed_residual"), "you add the sublayer's output to the normalised stream; "
-         "the stream itself (x) carries on unnormalised", "x = x + attn(ln1(x)), not ln1(x) + attn(ln1(x))."),
-        (lambda *a: _block_ref(*a, kind="no_mlp"), "the feed-forward half is missing", "x = x + mlp(ln2(x))."),
-    ]
-
-    def body(fn):
-        for args, case in cases:
-            got = _array(_call(fn, args, case), case)
-            want = _block_ref(*args).detach().numpy()
-            _shape(got, want.shape, case, "a block keeps the shape of the stream.")
-            if _close(got, want, rtol=1e-5, atol=1e-6):
-                continue
-            _catalogue(got, args, mistakes, case)
-            raise _wrong_values(got, want, case)
-        return len(cases)
-
-    return _run("prenorm_block", block, body)
+from .exercises import check_prenorm_block  # noqa: E402,F401 (the checker lives with the others in lmlab.exercises)

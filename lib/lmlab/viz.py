@@ -476,7 +476,6 @@ def project(vectors: Any, method: str = "pca", dims: int = 2, seed: int = 0,
     """Project ``vectors`` ``(n, d)`` to ``(n, dims)`` with PCA or t-SNE; returns (points, axis titles)."""
     x = _array(vectors, "vectors", 2)
     checks.check_choice(dims, "dims", (2, 3))
-    checks.check_choice(method, "method", ("pca", "tsne"))
     checks.check_seed(int(seed) if checks.is_int(seed) else seed)
     checks.check_real(perplexity, "perplexity", 0, low_open=True, allow_none=True)
     n = x.shape[0]
