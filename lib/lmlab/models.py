@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from . import checks
+from . import checks, env
 
 __all__ = [
     "ACTIVATIONS", "POSITIONS", "NORMS", "PRESETS",
@@ -883,7 +883,9 @@ class Transformer(Inspectable):
         so pad on the right.
         """
         c = self.config
-        idx = _as_ids(idx, c.vocab_size)
+        idx = env.to_model_device(self, _as_ids(idx, c.vocab_size))  # ids made on the CPU work on a GPU model
+        if attention_mask is not None:
+            attention_mask = env.to_model_device(self, attention_mask)
         B, T = idx.shape
         offset = 0
         if kv_cache is not None:

@@ -343,7 +343,8 @@ def _read(path: Path, spec: ZooSpec, vocab_size: int, device: torch.device):
             return f"unknown format {meta.get('format')!r}"
         info = ZooInfo(**json.loads(meta["info"]))
         model = _build_model(spec, vocab_size)
-        load_model(model, str(path), strict=True, device=str(device))
+        load_model(model, str(path), strict=True)
+        model.to(device)
     except Exception as err:  # a file that passed the checksum but does not load: say why
         return f"it does not load ({type(err).__name__}: {err})"
     return model, info
@@ -410,7 +411,8 @@ def _load_shipped(spec: ZooSpec, tokenizer: Any, dev: torch.device):
     verify_shipped(spec.name)
     record = shipped_record(spec.name)
     model = _build_model(spec, tokenizer.vocab_size)
-    load_model(model, str(shipped_path(spec.name)), strict=True, device=str(dev))
+    load_model(model, str(shipped_path(spec.name)), strict=True)
+    model.to(dev)  # load_model copies into the parameters where they are: move them to the device asked for
     info = ZooInfo(name=spec.name, key=record["key"], path=str(shipped_path(spec.name)), from_cache=True,
                    steps=record["steps"], tokens_seen=record["tokens_seen"], seconds=record["seconds"],
                    tokens_per_second=record["tokens_per_second"], final_train_loss=record["final_train_loss"],
