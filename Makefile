@@ -12,22 +12,24 @@ BUILD  := _build
 # The shipped zoo weights and their records count as sources too.
 LMLAB_SOURCES := $(shell find lib/lmlab -name '*.py' -o -name '*.safetensors' -o -name '*.json' 2>/dev/null)
 
-.PHONY: book slides test venv clean help
+.PHONY: book slides pdf test venv clean help
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make book   build the book into $(BUILD)/html (LMLAB_CACHE=DIR to reuse an lmlab cache)"
 	@echo "make test   run every test (see README)"
 	@echo "make slides rebuild the chapters' slide decks into $(BUILD)/html/slides (make book does it too)"
-	@echo "make venv   create $(VENV) with requirements.txt, lmlab and reveal.js (both targets do this first)"
+	@echo "make pdf    reprint the chapters' PDFs into $(BUILD)/html/pdf (make book does it too; needs Chromium)"
+	@echo "make venv   create $(VENV) with requirements.txt, lmlab, reveal.js and configurable-http-proxy (both targets do this first)"
 	@echo "make clean  remove $(BUILD)/ (the next build executes every notebook)"
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt lib/pyproject.toml slides/package-lock.json
+$(VENV)/.installed: requirements.txt lib/pyproject.toml slides/package-lock.json hub/package-lock.json
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -r requirements.txt -e lib
 	npm ci --prefix slides --no-audit --no-fund
+	npm ci --prefix hub --no-audit --no-fund
 	@touch $@
 
 # When lmlab or the environment changed since the last build, forget the executed notebooks
@@ -47,10 +49,15 @@ book: $(VENV)/.installed $(BUILD)/.lmlab-stamp
 	if [ -z "$$LMLAB_CACHE" ]; then rm -rf "$$cache"; fi; \
 	if [ $$status -ne 0 ]; then exit $$status; fi; \
 	$(BIN)/python tools/slides.py build
+	$(BIN)/python tools/pdf.py build
 
 # The slide decks (reveal.js) from the executed chapters of the last `make book`, with local assets.
 slides: $(VENV)/.installed
 	$(BIN)/python tools/slides.py build
+
+# Printable chapters: each chapter page of the last `make book` printed by headless Chromium (tools/pdf.py).
+pdf: $(VENV)/.installed
+	$(BIN)/python tools/pdf.py build
 
 test: $(VENV)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest

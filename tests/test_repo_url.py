@@ -34,6 +34,14 @@ def test_readme_opens_the_intro_on_colab():
     assert f"git clone {nbtools.repository()[0]}" in readme
 
 
+def test_readme_gives_the_site_url():
+    """The site GitHub Pages serves (.github/workflows/book.yml deploys it), from _config.yml's repository."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    url = nbtools.repository()[0]
+    assert set_repo_url.pages_url(url) in readme
+    assert set_repo_url.pages_url("https://github.com/Some-Org/some-repo") == "https://some-org.github.io/some-repo/"
+
+
 def _copy_repo(dest: Path) -> Path:
     for path in set_repo_url.text_files(ROOT):
         target = dest / path.relative_to(ROOT)
@@ -67,6 +75,7 @@ def test_set_repo_url_rewrites_every_place(tmp_path: Path):
     assert cell == nbtools.setup_cell_source(repo)
     readme = (repo / "README.md").read_text(encoding="utf-8")
     assert f"https://colab.research.google.com/github/someone-else/forked-course/blob/{new_branch}/intro.ipynb" in readme
+    assert "https://someone-else.github.io/forked-course/" in readme
     assert set_repo_url.check(repo) == []
 
 

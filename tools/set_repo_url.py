@@ -4,8 +4,9 @@
     python tools/set_repo_url.py --check        # report places that disagree with _config.yml
 
 The URL lives in ``_config.yml`` (``repository.url``, ``repository.branch``). Some places must spell it
-out literally, because no build step reaches them: the README's Colab links and clone command, every
-notebook's setup cell (its default ``pip install`` source), CONTRIBUTING.md, ``lib/``'s metadata. This
+out literally, because no build step reaches them: the README's Colab links, clone command and the
+published site's address (GitHub Pages, ``https://ORG.github.io/REPO/``), every notebook's setup cell
+(its default ``pip install`` source), CONTRIBUTING.md, ``lib/``'s metadata. This
 command rewrites ``_config.yml`` and every text file of the repository that mentions the old URL, then
 checks that they all agree (``tests/test_repo_url.py`` runs the same check).
 """
@@ -24,6 +25,14 @@ TEXT_SUFFIXES = {".md", ".ipynb", ".yml", ".yaml", ".toml", ".py", ".txt", ".cfg
 BRANCH_RE = re.compile(r"^[A-Za-z0-9._/-]+$")
 COLAB_RE = re.compile(r"colab\.research\.google\.com/github/([^/\s\"')]+/[^/\s\"')]+)/blob/([^/\s\"')]+)/([^\s\"')]+)")
 PIP_RE = re.compile(r"git\+https://github\.com/[^\s\"'@]+@[^\s\"'#]+#subdirectory=lib")
+PAGES_RE = re.compile(r"https://([A-Za-z0-9-]+)\.github\.io/([A-Za-z0-9._-]+)")
+
+
+def pages_url(url: str) -> str:
+    """The site GitHub Pages publishes for a repository: ``https://ORG.github.io/REPO/`` (GitHub writes
+    the owner in lower case). ``.github/workflows/book.yml`` deploys the book there."""
+    org, repo = nbtools.github_slug(url).split("/")
+    return f"https://{org.lower()}.github.io/{repo}/"
 
 
 def text_files(root: Path) -> list[Path]:
@@ -71,6 +80,7 @@ def set_repo_url(root: Path, new_url: str, new_branch: str | None = None) -> lis
         (f"github.com/{old_slug}/tree/{old_branch}", f"github.com/{new_slug}/tree/{new_branch}"),
         (old_url, new_url),
         (f"github.com/{old_slug}", f"github.com/{new_slug}"),
+        (pages_url(old_url).removeprefix("https://").rstrip("/"), pages_url(new_url).removeprefix("https://").rstrip("/")),
     ]
     changed = []
     config = root / "_config.yml"
@@ -110,6 +120,16 @@ def check(root: Path = nbtools.ROOT) -> list[str]:
     readme = root / "README.md"
     if readme.is_file() and url not in readme.read_text(encoding="utf-8"):
         problems.append(f"README.md does not mention the repository URL {url}")
+    site = pages_url(url)
+    if readme.is_file() and site not in readme.read_text(encoding="utf-8"):
+        problems.append(f"README.md does not give the site's URL {site}")
+    for path in text_files(root):  # the site's address with another owner: left over from a move
+        rel = path.relative_to(root)
+        if path.resolve() == Path(__file__).resolve() or rel.parts[0] == "tests":
+            continue
+        for m in PAGES_RE.finditer(path.read_text(encoding="utf-8")):
+            if m.group(2) == slug.split("/")[1] and f"{m.group(0)}/" != site:
+                problems.append(f"{rel}: site URL {m.group(0)!r} is not {site}")
     expected_cell = nbtools.setup_cell_source(root)
     for nb in nbtools.all_notebooks(root):
         if nb.is_file():
