@@ -253,7 +253,7 @@ def untrained_report(model: Transformer, idx: torch.Tensor) -> dict[str, float]:
     """
     was_training = model.training
     model.eval()
-    logits, cache = model.run_with_cache(idx)
+    logits, cache = model.run_with_cache(env.to_model_device(model, idx))
     model.train(was_training)
     logp = torch.log_softmax(logits.double(), -1)
     out_entropy = float(-(logp.exp() * logp).sum(-1).mean())
@@ -314,7 +314,7 @@ def rows_loss(model: torch.nn.Module, rows: torch.Tensor, pad_id: int, batch_siz
         raise ValueError(f"rows must be a LongTensor (n, seq), got {getattr(rows, 'shape', type(rows).__name__)}")
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = env.model_device(model)
     total, count = 0.0, 0
     for start in range(0, rows.size(0), batch_size):
         chunk = rows[start:start + batch_size].to(device)
@@ -737,7 +737,7 @@ def repeat_loss(model: torch.nn.Module, probe: CopyProbe) -> float:
     that does not copy (12 equally likely syllables), near 0 for one that does."""
     was_training = model.training
     model.eval()
-    logp = torch.log_softmax(model(probe.idx).double(), -1)
+    logp = torch.log_softmax(model(env.to_model_device(model, probe.idx)).double(), -1)
     model.train(was_training)
     rows = torch.arange(probe.idx.size(0))[:, None]
     return float(-logp[rows, probe.queries, probe.targets].mean())
@@ -749,7 +749,7 @@ def copy_scores(model: torch.nn.Module, probe: CopyProbe) -> np.ndarray:
     repeated syllable to that syllable's first copy (1 = all attention on the earlier copy)."""
     was_training = model.training
     model.eval()
-    _, cache = model.run_with_cache(probe.idx)
+    _, cache = model.run_with_cache(env.to_model_device(model, probe.idx))
     model.train(was_training)
     rows = torch.arange(probe.idx.size(0))[:, None]
     out = []

@@ -43,7 +43,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from . import checks, viz
+from . import checks, env, viz
 
 __all__ = [
     "Activations", "embedding_matrix", "collect_activations", "hf_word_activations",
@@ -196,7 +196,7 @@ def collect_activations(model: Any, tokenizer: Any, sentences: Sequence[Any],
     usable = [s for s in sentences if len(s.tokens) + 1 <= limit]
     n_layers = model.config.n_layer
     names = ["blocks.0.resid_pre"] + [f"blocks.{l}.resid_post" for l in range(n_layers)]
-    device = next(model.parameters()).device
+    device = env.model_device(model)
     chunks: list[np.ndarray] = []
     words, tags, sent_idx, positions = [], [], [], []
     was_training = model.training
@@ -211,7 +211,8 @@ def collect_activations(model: Any, tokenizer: Any, sentences: Sequence[Any],
             ids[i, :len(r)] = torch.tensor(r)
             mask[i, :len(r)] = True
         with torch.no_grad():
-            _, cache = model.run_with_cache(ids.to(device), names=names, attention_mask=mask.to(device))
+            ids, mask = env.to_model_device(model, ids, mask)
+            _, cache = model.run_with_cache(ids, names=names, attention_mask=mask)
         stacked = torch.stack([cache[n] for n in names]).float().cpu().numpy()  # (layers, batch, seq, d)
         picks_b, picks_t = [], []
         for b, s in enumerate(batch):

@@ -38,7 +38,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from . import checks, viz
+from . import checks, env, viz
 
 __all__ = [
     "Encoded", "Site", "PositionRule", "HeadReport", "AttributionComparison",
@@ -175,7 +175,7 @@ def attention_patterns(model: Any, encoded: Encoded, batch_size: int = 256) -> n
     try:
         with torch.no_grad():
             for start in range(0, len(encoded), batch_size):
-                _, cache = model.run_with_cache(encoded.ids[start:start + batch_size],
+                _, cache = model.run_with_cache(env.to_model_device(model, encoded.ids[start:start + batch_size]),
                                                 names=[f"blocks.{l}.attn.pattern" for l in range(model.config.n_layer)])
                 out.append(torch.stack([cache[f"blocks.{l}.attn.pattern"] for l in range(model.config.n_layer)], 1))
     finally:
@@ -473,7 +473,8 @@ def ablated_margins(model: Any, encoded: Encoded, sites: Sequence[Site], tokeniz
     was = _no_grad_eval(model)
     try:
         with torch.no_grad():
-            logits = model.run_with_hooks(encoded.ids, hooks) if hooks else model(encoded.ids)
+            ids = env.to_model_device(model, encoded.ids)
+            logits = model.run_with_hooks(ids, hooks) if hooks else model(ids)
     finally:
         model.train(was)
     return agreement_margins(logits, sites, tokenizer).numpy()
@@ -514,7 +515,7 @@ def token_attributions(model: Any, encoded: Encoded, sites: Sequence[Site], toke
     if not (0 <= layer < c.n_layer and 0 <= head < c.n_head):
         raise ValueError(f"(layer, head) must be in {c.n_layer} layers x {c.n_head} heads, got {(layer, head)}")
     rows = torch.tensor([x.sentence for x in sites])
-    ids = encoded.ids[rows]
+    ids = env.to_model_device(model, encoded.ids[rows])
     was = _no_grad_eval(model)
     local = list(range(len(sites)))
     try:
@@ -764,7 +765,7 @@ def neuron_activity(model: Any, encoded: Encoded, layer: int) -> np.ndarray:
     was = _no_grad_eval(model)
     try:
         with torch.no_grad():
-            _, cache = model.run_with_cache(encoded.ids, names=[f"blocks.{layer}.mlp.hidden"])
+            _, cache = model.run_with_cache(env.to_model_device(model, encoded.ids), names=[f"blocks.{layer}.mlp.hidden"])
     finally:
         model.train(was)
     hidden = cache[f"blocks.{layer}.mlp.hidden"]
@@ -787,7 +788,7 @@ def neuron_contributions(model: Any, ids: Any, position: int, layer: int, good: 
     was = _no_grad_eval(model)
     try:
         with torch.no_grad():
-            _, cache = model.run_with_cache(idx, names=[f"blocks.{layer}.mlp.hidden"])
+            _, cache = model.run_with_cache(env.to_model_device(model, idx), names=[f"blocks.{layer}.mlp.hidden"])
     finally:
         model.train(was)
     act = cache[f"blocks.{layer}.mlp.hidden"][0, position]

@@ -36,7 +36,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from . import generate as gen
-from . import checks, viz
+from . import checks, env, viz
 from .exercises import _call, _Failure, _run
 
 __all__ = [
@@ -294,7 +294,7 @@ def next_token_pairs(model: Any, tokenizer: Any, lang: Any, sentences: Sequence[
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        logits = model(idx).float()
+        logits = model(env.to_model_device(model, idx)).float()
     model.train(was_training)
     out = torch.cat([logits[i, :len(r)] for i, r in enumerate(rows)])  # causal: padding on the right is unseen
     return out, np.stack(truth), prefixes

@@ -592,7 +592,7 @@ def verb_number_preference(model, tokenizer, prefix: Sequence[str]) -> tuple[flo
     words = ["."] + list(prefix)
     causal = getattr(model, "causal", True)
     ids = tokenizer.encode_tokens(words) + ([] if causal else [tokenizer.mask_id, tokenizer.token_to_id(".")])
-    x = torch.tensor([ids], device=next(model.parameters()).device)
+    x = env.to_model_device(model, torch.tensor([ids]))
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -763,7 +763,7 @@ def copy_probe(model, tokenizer, codes: Sequence[Sequence[str]]) -> CopyResult:
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        probs = torch.softmax(model(ids.to(next(model.parameters()).device)).double(), dim=-1).cpu()
+        probs = torch.softmax(model(env.to_model_device(model, ids)).double(), dim=-1).cpu()
     model.train(was_training)
     first = list(range(4, 4 + L))                 # positions of X Y Z (first time)
     repeat = list(range(5 + L, 5 + 2 * L))        # positions of the repeat
@@ -830,7 +830,7 @@ def induction_scores(model, tokenizer, codes: Sequence[Sequence[str]]) -> np.nda
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        _, cache = model.run_with_cache(ids.to(next(model.parameters()).device))
+        _, cache = model.run_with_cache(env.to_model_device(model, ids))
     model.train(was_training)
     queries = list(range(4 + L, 4 + 2 * L))  # the comma and the repeat, each predicting the next repeat syllable
     out = np.zeros((model.config.n_layer, model.config.n_head))
@@ -856,7 +856,7 @@ def attention_by_offset(model, tokenizer, codes: Sequence[Sequence[str]], layer:
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        _, cache = model.run_with_cache(ids.to(next(model.parameters()).device), names=[f"blocks.{layer}.attn.pattern"])
+        _, cache = model.run_with_cache(env.to_model_device(model, ids), names=[f"blocks.{layer}.attn.pattern"])
     model.train(was_training)
     pattern = cache[f"blocks.{layer}.attn.pattern"][:, head].cpu()  # (batch, seq, seq)
     queries = range(4 + L, 4 + 2 * L)
@@ -1052,7 +1052,7 @@ def logit_attribution(model, idx: torch.Tensor, position: int = -1,
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        logits, cache = model.run_with_cache(idx)
+        logits, cache = model.run_with_cache(env.to_model_device(model, idx))
     model.train(was_training)
     pos = position if position >= 0 else idx.size(1) + position
     if not 0 <= pos < idx.size(1):

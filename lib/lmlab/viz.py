@@ -40,7 +40,7 @@ import plotly.io as pio
 from plotly.basedatatypes import BaseFigure
 from plotly.subplots import make_subplots
 
-from . import checks
+from . import checks, env
 
 __all__ = [
     "TEMPLATE", "OKABE_ITO", "COLORWAY", "SEQUENTIAL", "DIVERGING", "WIDTH",
@@ -298,7 +298,7 @@ def model_attention(model: Any, idx: Any) -> np.ndarray:
     was_training = getattr(model, "training", False)
     model.eval()
     with torch.no_grad():
-        _, cache = model.run_with_cache(ids)
+        _, cache = model.run_with_cache(env.to_model_device(model, ids))
     if was_training:
         model.train()
     return stack_attention(cache)
@@ -1156,7 +1156,7 @@ def logit_lens_data(model: Any, idx: Any, vocab: Sequence[str]) -> tuple[np.ndar
     was_training = getattr(model, "training", False)
     model.eval()
     with torch.no_grad():
-        _, cache = model.run_with_cache(ids)
+        _, cache = model.run_with_cache(env.to_model_device(model, ids))
         streams, names = [cache["blocks.0.resid_pre"]], ["embed"]
         l = 0
         while f"blocks.{l}.resid_post" in cache:
@@ -1209,6 +1209,7 @@ def head_ablation_effects(model: Any, idx: Any, position: int, target: int) -> n
     ids = ids[None] if ids.ndim == 1 else ids
     was_training = getattr(model, "training", False)
     model.eval()
+    ids = env.to_model_device(model, ids)
     with torch.no_grad():
         logits, cache = model.run_with_cache(ids)
         if not -ids.shape[1] <= position < ids.shape[1]:

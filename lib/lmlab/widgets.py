@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from . import checks, viz
+from . import checks, env, viz
 from .env import in_book_build
 
 __all__ = ["iframe_html", "SamplingExplorer", "sampling_explorer", "AttentionExplorer", "attention_explorer",
@@ -271,7 +271,7 @@ def logits_fn(model: Any, tokenizer: Any) -> Callable[[str], np.ndarray]:
         ids = ids[-model.config.context_length:]
         model.eval()
         with torch.no_grad():
-            logits = model(torch.tensor([ids], dtype=torch.long))
+            logits = model(env.to_model_device(model, torch.tensor([ids], dtype=torch.long)))
         logits = logits[0] if isinstance(logits, tuple) else logits
         return logits[0, -1].float().cpu().numpy()
 
