@@ -58,19 +58,11 @@ __all__ = [
 
 
 def _check_int(name: str, value: Any, minimum: int = 1) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
+    return checks.check_int(value, name, minimum)
 
 
 def _check_fraction(name: str, value: Any, low: float = 0.0, high: float = 1.0) -> float:
-    if not isinstance(value, (int, float, np.floating)) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a number in [{low}, {high}), got {value!r}")
-    if not low <= value < high:
-        raise ValueError(f"{name} must be a number in [{low}, {high}), got {value!r}")
-    return float(value)
+    return checks.check_real(value, name, low, high, high_open=True)
 
 
 def _train(model: torch.nn.Module, train_data: Any, val_data: Any, config: TrainConfig, progress: bool = False,
