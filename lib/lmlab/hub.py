@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from . import checks
 from .models import Inspectable, Transformer, TransformerConfig
 
 __all__ = ["to_gpt2", "from_gpt2", "gpt2_problems", "load_pretrained", "load_minilm", "run_with_cache",
@@ -238,8 +239,7 @@ def load_pretrained(name: str, timeout: float = 3.0, head: str = "auto", fallbac
         raise ValueError(f"unknown head {head!r}; allowed: 'auto', 'causal-lm', 'masked-lm', 'base'")
     if fallback not in (None, "minilm"):
         raise ValueError(f"unknown fallback {fallback!r}; allowed: None, 'minilm'")
-    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    checks.check_real(timeout, "timeout", 0, low_open=True, hint="a positive number of seconds")
     name = str(name)
     if name.lower() in MINILM_ALIASES:
         return load_minilm()

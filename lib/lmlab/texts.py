@@ -21,6 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import checks
 from .env import cache_dir
 
 OFFLINE_HINT = ("The built-in toy language needs no network: lmlab.corpus.toy().text(n_sentences, seed=0) "
@@ -86,8 +87,7 @@ def load_text(name_or_path: str | os.PathLike, sha256: str | None = None, url: s
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"pass a text name ({sorted(SOURCES)}) or a file path, got {type(name_or_path).__name__}")
-    if not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    checks.check_real(timeout, "timeout", 0, low_open=True, hint="a positive number of seconds")
     if sha256 is not None and (not isinstance(sha256, str) or len(sha256) != 64):
         raise ValueError(f"sha256 must be a 64-character hex digest, got {sha256!r}")
     key = os.fspath(name_or_path)

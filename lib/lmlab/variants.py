@@ -118,8 +118,7 @@ class Budget:
                 raise ValueError(f"Budget.{name} must be an int >= 0, got {value!r}")
         if self.data_seed in (EVAL_SEED, EVAL_SEED - 1):
             raise ValueError(f"Budget.data_seed={self.data_seed} would train on the held-out sentences; pick another")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"Budget.lr must be a number > 0, got {self.lr!r}")
+        checks.check_real(self.lr, "Budget.lr", 0, low_open=True)
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"Budget.threads must be an int >= 1 or None, got {self.threads!r}")
 
