@@ -1149,45 +1149,4 @@ def _exercise_data(seed: int, n: int = 6, layers: int = 2, heads: int = 3, seq: 
     return patterns, torch.stack([s, q, t], 1)
 
 
-def check_head_accuracy(head_accuracy_fn: Callable) -> bool:
-    """Check ``head_accuracy(patterns, sites) -> (layers, heads)``.
-
-    ``patterns``: ``(sentences, layers, heads, seq, seq)`` attention weights (rows = queries, columns =
-    keys); ``sites``: a LongTensor ``(n_sites, 3)`` of ``(sentence, query, target)``. The result gives,
-    for every head, the fraction of sites where the key with the largest weight in the query's row is
-    the target.
-    """
-    from .exercises import _array, _call, _catalogue, _close, _Failure, _run, _shape, _wrong_values
-
-    cases = [(_exercise_data(seed), f"hidden test {i + 1}") for i, seed in enumerate((101, 202, 303))]
-    mistakes = [
-        (lambda p, s: _head_accuracy_ref(p, s, "transposed"), "you read the query's column (who attends to the "
-         "query) instead of its row (what the query attends to)", "patterns[s, :, :, q, :] is query q's row; take "
-         "argmax over the last axis."),
-        (lambda p, s: _head_accuracy_ref(p, s, "weight"), "you return the mean attention weight on the target, "
-         "not how often the target gets the largest weight", "compare argmax(row) with the target and average the hits."),
-        (lambda p, s: _head_accuracy_ref(p, s, "count"), "you return the number of hits, not the fraction",
-         "divide by the number of sites (or use .mean())."),
-        (lambda p, s: _head_accuracy_ref(p, s, "off_by_one"), "you use the row of the token before the query",
-         "the row to read is the query's own: patterns[s, :, :, q, :]."),
-        (lambda p, s: _head_accuracy_ref(p, s, "max_layer"), "you keep only each layer's best head",
-         "return one number for every (layer, head)."),
-    ]
-
-    def body(fn):
-        for (patterns, sites), case in cases:
-            out = _call(fn, (patterns, sites), case)
-            got = _array(out, case, "a (layers, heads) tensor of fractions")
-            want = _head_accuracy_ref(patterns, sites).numpy()
-            _shape(got, want.shape, case, "one number per head: shape (layers, heads).")
-            if _close(got, want, rtol=1e-6, atol=1e-6):
-                continue
-            _catalogue(got, (patterns, sites), mistakes, case)
-            if got.min() < 0 or got.max() > 1:
-                raise _Failure(f"on {case} some values are outside [0, 1]: {got.round(3).tolist()}",
-                               "each entry is a fraction of sites.")
-            raise _wrong_values(got, want, case, "for each site: row = patterns[s, :, :, q, :]; hit = (row.argmax(-1) "
-                                                 "== t); average the hits over sites.")
-        return len(cases)
-
-    return _run("head_accuracy", head_accuracy_fn, body)
+from .exercises import check_head_accuracy  # noqa: E402,F401 (the checker lives with the others in lmlab.exercises)

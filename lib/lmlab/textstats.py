@@ -864,58 +864,7 @@ def _worst(model, prompt, num_beams, steps):
 _BEAM_CASES = [(233, 4, 4, 3), (2, 3, 3, 2), (5, 3, 3, 1), (7, 3, 3, 9)]
 
 
-def check_beam_search(beam_search: Callable) -> bool:
-    """Check ``beam_search(next_logprobs, prompt, num_beams, steps) -> list of steps new tokens``.
-
-    ``next_logprobs(tokens) -> {token: log p}`` gives the next-token log-probabilities after a list of
-    tokens (the prompt and what was generated). The answer must be the best hypothesis, by summed
-    log-probability, among the ``num_beams`` kept after the last step, with ``num_beams`` kept after every
-    step (``num_beams = 1`` is greedy decoding)."""
-    prompt = ["<s>"]
-
-    def body(fn):
-        for seed, branching, steps, beams in _BEAM_CASES:
-            tree = _tree(seed, branching, steps)
-            model = _model(tree, prompt)
-            case = f"a test language with {branching} words per step, num_beams = {beams}, steps = {steps}"
-            out = _call(fn, (model, list(prompt), beams, steps), case)
-            want = beam_search_reference(model, prompt, beams, steps)
-            if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], list):
-                raise _Failure(f"your function returned a pair {out!r:.80} on {case}; return only the list of "
-                               "new tokens.", "return best_tokens, not (best_tokens, score).")
-            if out is None:
-                raise _Failure(f"your function returned None (on {case}).", "did you forget the `return` line?")
-            if not isinstance(out, (list, tuple)) or not all(isinstance(t, str) for t in out):
-                raise _Failure(f"your function returned {out!r:.80} on {case}; return a list of tokens (strings).")
-            out = list(out)
-            if out == want:
-                continue
-            if out[:len(prompt)] == prompt and out[len(prompt):] == want:
-                raise _Failure(f"on {case} you return the prompt too: {out}.", "return only the new tokens.")
-            if len(out) != steps:
-                raise _Failure(f"on {case} you return {len(out)} tokens: expected {steps} new tokens, e.g. {want}.")
-            greedy = beam_search_reference(model, prompt, 1, steps)
-            if beams > 1 and out == greedy:
-                raise _Failure(f"on {case} you return the greedy answer {out}, not the beam's {want}: you keep only "
-                               "one hypothesis.", "keep the num_beams best candidates at every step.")
-            if out == _exhaustive(tree, steps):
-                raise _Failure(f"on {case} you return {out}, the best of all continuations, which a beam of "
-                               f"{beams} cannot find (it finds {want}): you search everything instead of pruning.",
-                               "after each step keep only the num_beams best candidates.")
-            for mistake, message, hint in (
-                    (_per_beam_best, "you extend each beam by its own best token; pool the children of all beams "
-                     "and keep the num_beams best", "candidates = every beam + every token, then sort them all."),
-                    (_last_only, "you rank hypotheses by the last token's log-probability; rank them by the sum "
-                     "over the whole hypothesis", "score = beam score + log p(token)."),
-                    (_worst, "you keep the least probable hypotheses (ascending sort)",
-                     "sort by score, highest first.")):
-                if out == mistake(model, prompt, beams, steps):
-                    raise _Failure(f"on {case} you return {out}, expected {want}: {message}.", hint)
-            raise _Failure(f"on {case} you return {out}, expected {want}.",
-                           "score = sum of log-probabilities; keep the num_beams best after each step.")
-        return len(_BEAM_CASES)
-
-    return _run("beam_search", beam_search, body)
+from .exercises import check_beam_search  # noqa: E402,F401 (the checker lives with the others in lmlab.exercises)
 
 
 # --- the temperature exercise ---------------------------------------------------------------------------------
@@ -941,48 +890,4 @@ def temperature_for_entropy_reference(logits: torch.Tensor, target: float) -> fl
     return math.sqrt(lo * hi)
 
 
-# (logits, target entropy in nats)
-_TEMPERATURE_CASES = [
-    (torch.tensor([2.0, 1.0, 0.5, -1.0, 0.0]), 1.2, "5 logits, target 1.2 nats"),
-    (torch.tensor([2.0, 1.0, 0.5, -1.0, 0.0]), 0.3, "the same logits, target 0.3 nats (a low temperature)"),
-    (torch.tensor([3.0, 2.5, 0.0, -2.0, 1.0, -0.5, 0.2, 1.5]), 1.9, "8 logits, target 1.9 nats (a high temperature)"),
-    (torch.tensor([40.0, 35.0, 30.0, 20.0]), 0.8, "large logits, target 0.8 nats"),
-]
-
-
-def check_temperature_for_entropy(temperature_for_entropy: Callable) -> bool:
-    """Check ``temperature_for_entropy(logits (V,), target) -> T``: the temperature at which the entropy of
-    softmax(logits / T) is ``target`` nats (within 0.005 nats)."""
-
-    def body(fn):
-        for logits, target, case in _TEMPERATURE_CASES:
-            out = _call(fn, (logits, target), case)
-            if isinstance(out, torch.Tensor) and out.numel() == 1:
-                out = out.item()
-            if isinstance(out, bool) or not isinstance(out, (int, float, np.integer, np.floating)):
-                raise _Failure(f"your function returned {out!r:.60} on {case}; return one number, the temperature.")
-            T = float(out)
-            want = temperature_for_entropy_reference(logits, target)
-            if not (math.isfinite(T) and T > 0):
-                raise _Failure(f"your function returned T = {T:g} on {case}; a temperature is a number > 0 "
-                               f"(expected about {want:.4g}).")
-            got = _entropy_at(logits, T)
-            if abs(got - target) <= 5e-3:
-                continue
-            if abs(T - target) < 1e-9:
-                raise _Failure(f"on {case} you return the target itself; return the temperature that reaches it "
-                               f"(about {want:.4g}).", "search over T, e.g. by bisection, computing the entropy each time.")
-            if abs(_entropy_at(logits, T, times=True) - target) <= 5e-3:
-                raise _Failure(f"on {case} your T = {T:.4g} reaches the target if the logits are multiplied by T; "
-                               f"they are divided by it (expected about {want:.4g}).",
-                               "probs = softmax(logits / T); a higher T means a flatter distribution.")
-            if abs(_entropy_at(logits, T, base=2) - target) <= 5e-3:
-                raise _Failure(f"on {case} your T = {T:.4g} gives {target:g} bits, not nats (expected about "
-                               f"{want:.4g}).", "use natural logarithms: torch.log, not torch.log2.")
-            direction = "too high (too flat)" if got > target else "too low (too sharp)"
-            raise _Failure(f"on {case} the entropy at your T = {T:.4g} is {got:.4f} nats, not {target:g}: the "
-                           f"temperature is {direction}; expected about {want:.4g}.",
-                           "the entropy grows with T: if it is below the target, raise T, else lower it (bisection).")
-        return len(_TEMPERATURE_CASES)
-
-    return _run("temperature_for_entropy", temperature_for_entropy, body)
+from .exercises import check_temperature_for_entropy  # noqa: E402,F401 (the checker lives with the others in lmlab.exercises)
