@@ -279,7 +279,7 @@ def imported_names(path: Path) -> frozenset[str]:
         src = _source(cell)
         if cell["cell_type"] == "markdown":
             if "{exercise}" in src:
-                for code in re.findall(r"`([^`]+)`", src):
+                for code in re.findall(r"(?<!`)`([^`\n]+)`(?!`)", src.replace("```", "\n")):
                     names |= set(re.findall(r"[A-Za-z_]\w*", code.split("(")[0]))
             continue
         if _is_solution(cell):

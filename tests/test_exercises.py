@@ -108,7 +108,7 @@ def test_numbers_are_shown_to_the_precision_that_separates_them():
 
 @pytest.mark.parametrize("fn, fragment, hint", [
     (lambda x: x - x.max(dim=-1), "returns a pair (values, indices)", ".values"),
-    (lambda x: torch.exp(x) / torch.exp(x).sum(dim=-1) if x.dim() == 1 else x @ x, "matrix product", "transpose"),
+    (lambda x: torch.softmax(x, -1) if x.dim() == 1 else x @ x[:2], "matrix product", "transpos"),
     (lambda x: x.sum().item() + x[0, 99] if x.dim() > 1 else torch.softmax(x, -1), "out of range", "axis"),
     (lambda x: x.sum(dim=3), "axis the input does not have", "dim=-1"),
 ])
