@@ -60,7 +60,7 @@ __all__ = [
 def _matrix(x: Any, name: str) -> np.ndarray:
     """A float64 2-D NumPy copy of an array or tensor, checked."""
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().double().numpy()
+        x = x.detach().cpu().double().cpu().numpy()
     try:
         arr = np.asarray(x, dtype=float)
     except (TypeError, ValueError) as err:
@@ -118,7 +118,7 @@ def embedding_matrix(model: Any) -> np.ndarray:
             continue
         weight = getattr(layer, "weight", None)
         if isinstance(weight, torch.Tensor) and weight.ndim == 2:
-            return weight.detach().cpu().float().numpy().copy()
+            return weight.detach().cpu().float().cpu().numpy().copy()
     raise TypeError(f"cannot find an embedding table in {type(model).__name__}: pass an lmlab Transformer "
                     "or a Hugging Face model")
 

@@ -180,7 +180,7 @@ def attention_patterns(model: Any, encoded: Encoded, batch_size: int = 256) -> n
                 out.append(torch.stack([cache[f"blocks.{l}.attn.pattern"] for l in range(model.config.n_layer)], 1))
     finally:
         model.train(was)
-    return torch.cat(out).float().numpy()
+    return torch.cat(out).float().cpu().numpy()
 
 
 def hf_attention_patterns(model: Any, tokenizer: Any, encoded: Encoded, batch_size: int = 256) -> np.ndarray:
@@ -202,7 +202,7 @@ def hf_attention_patterns(model: Any, tokenizer: Any, encoded: Encoded, batch_si
         t = min(seq, pat.shape[-1])
         padded[..., :t, :t] = pat[..., :t, :t]
         chunks.append(padded)
-    return torch.cat(chunks).numpy()
+    return torch.cat(chunks).cpu().numpy()
 
 
 # --- what a head should attend to ----------------------------------------------------------------
@@ -443,10 +443,11 @@ def agreement_margins(logits: torch.Tensor, sites: Sequence[Site], tokenizer: An
     """
     pairs = number_pairs()
     rows = [x.sentence for x in sites] if rows is None else list(rows)
-    r = torch.tensor(rows)
-    q = torch.tensor([x.query for x in sites])
-    good = torch.tensor([tokenizer.token_to_id(x.word) for x in sites])
-    bad = torch.tensor([tokenizer.token_to_id(pairs[x.word]) for x in sites])
+    dev = logits.device  # the index tensors live where the logits do (a model on a GPU)
+    r = torch.tensor(rows, device=dev)
+    q = torch.tensor([x.query for x in sites], device=dev)
+    good = torch.tensor([tokenizer.token_to_id(x.word) for x in sites], device=dev)
+    bad = torch.tensor([tokenizer.token_to_id(pairs[x.word]) for x in sites], device=dev)
     at = logits[r, q]
     return at.gather(1, good[:, None])[:, 0] - at.gather(1, bad[:, None])[:, 0]
 
@@ -477,7 +478,7 @@ def ablated_margins(model: Any, encoded: Encoded, sites: Sequence[Site], tokeniz
             logits = model.run_with_hooks(ids, hooks) if hooks else model(ids)
     finally:
         model.train(was)
-    return agreement_margins(logits, sites, tokenizer).numpy()
+    return agreement_margins(logits, sites, tokenizer).cpu().numpy()
 
 
 def head_ablation_effects(model: Any, encoded: Encoded, sites: Sequence[Site], tokenizer: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -539,7 +540,7 @@ def token_attributions(model: Any, encoded: Encoded, sites: Sequence[Site], toke
         gxi = (grad * leaf[0].detach()).sum(-1)
         # ablation: one row per (site, position), that position's token embedding zeroed
         pairs = [(i, j) for i, x in enumerate(sites) for j in range(x.query + 1)]
-        drops = torch.zeros(len(pairs))
+        drops = torch.zeros(len(pairs), device=base.device)
         with torch.no_grad():
             for start in range(0, len(pairs), chunk):
                 part = pairs[start:start + chunk]
@@ -561,9 +562,9 @@ def token_attributions(model: Any, encoded: Encoded, sites: Sequence[Site], toke
         n = x.query + 1
         results.append({
             "tokens": encoded.tokens[x.sentence][:n], "target": x.target, "query": x.query, "word": x.word,
-            "attention": pattern[i, x.query, :n].numpy().astype(np.float64),
-            "ablation": drops[k:k + n].numpy().astype(np.float64),
-            "gradient": gxi[i, :n].numpy().astype(np.float64),
+            "attention": pattern[i, x.query, :n].cpu().numpy().astype(np.float64),
+            "ablation": drops[k:k + n].cpu().numpy().astype(np.float64),
+            "gradient": gxi[i, :n].cpu().numpy().astype(np.float64),
             "margin": float(base[i]),
         })
         k += n
@@ -650,7 +651,7 @@ def rank_residual(x: Any) -> np.ndarray | float:
         raise ValueError(f"x must be (..., tokens, d), got shape {tuple(t.shape)}")
     res = t - t.mean(dim=-2, keepdim=True)
     out = res.flatten(-2).norm(dim=-1) / t.flatten(-2).norm(dim=-1).clamp_min(1e-300)
-    out = out.numpy()
+    out = out.cpu().numpy()
     return float(out) if out.ndim == 0 else out
 
 
@@ -772,7 +773,7 @@ def neuron_activity(model: Any, encoded: Encoded, layer: int) -> np.ndarray:
     mask = torch.zeros(hidden.shape[:2], dtype=torch.bool)
     for s, pos in enumerate(encoded.positions):
         mask[s, pos] = True
-    return hidden[mask].mean(0).numpy()
+    return hidden[mask].mean(0).cpu().numpy()
 
 
 def neuron_contributions(model: Any, ids: Any, position: int, layer: int, good: int, bad: int) -> np.ndarray:
@@ -793,7 +794,7 @@ def neuron_contributions(model: Any, ids: Any, position: int, layer: int, good: 
         model.train(was)
     act = cache[f"blocks.{layer}.mlp.hidden"][0, position]
     effect = project_to_vocab(model, ffn_values(model, layer))
-    return (act * (effect[:, good] - effect[:, bad])).numpy()
+    return (act * (effect[:, good] - effect[:, bad])).cpu().numpy()
 
 
 def label_purity(token_lists: Sequence[Sequence[str]], label: Callable[[str], str]) -> np.ndarray:

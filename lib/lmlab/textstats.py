@@ -65,8 +65,8 @@ def _pair(p: Any, q: Any) -> tuple[np.ndarray, np.ndarray]:
         a = np.array([float(p.get(k, 0.0)) for k in keys])
         b = np.array([float(q.get(k, 0.0)) for k in keys])
     else:
-        a = (p.detach().cpu().double().numpy() if isinstance(p, torch.Tensor) else np.asarray(p, dtype=float))
-        b = (q.detach().cpu().double().numpy() if isinstance(q, torch.Tensor) else np.asarray(q, dtype=float))
+        a = (p.detach().cpu().double().cpu().numpy() if isinstance(p, torch.Tensor) else np.asarray(p, dtype=float))
+        b = (q.detach().cpu().double().cpu().numpy() if isinstance(q, torch.Tensor) else np.asarray(q, dtype=float))
         if a.shape != b.shape or a.ndim == 0:
             raise ValueError(f"the two distributions must have the same shape (..., vocab), got {a.shape} and {b.shape}")
     for name, x in (("p", a), ("q", b)):
@@ -311,11 +311,11 @@ def strategy_distribution(logits: torch.Tensor, strategy: str = "sample", temper
     if strategy == "greedy":
         out = torch.zeros_like(logits, dtype=torch.float64)
         out.scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
-        return out.numpy()
+        return out.cpu().numpy()
     if strategy != "sample":
         raise ValueError(f"strategy must be 'sample' or 'greedy' (beam search has no per-step distribution), "
                          f"got {strategy!r}")
-    return gen.sampling_distribution(logits, temperature, top_k, top_p).double().numpy()
+    return gen.sampling_distribution(logits, temperature, top_k, top_p).double().cpu().numpy()
 
 
 @dataclass

@@ -835,7 +835,7 @@ def induction_scores(model, tokenizer, codes: Sequence[Sequence[str]]) -> np.nda
     out = np.zeros((model.config.n_layer, model.config.n_head))
     for l in range(model.config.n_layer):
         pattern = cache[f"blocks.{l}.attn.pattern"].cpu()  # (batch, heads, seq, seq)
-        out[l] = torch.stack([pattern[:, :, q, q - L] for q in queries], dim=-1).mean(dim=(0, 2)).numpy()
+        out[l] = torch.stack([pattern[:, :, q, q - L] for q in queries], dim=-1).mean(dim=(0, 2)).cpu().numpy()
     return out
 
 

@@ -171,7 +171,7 @@ def show(fig: go.Figure) -> None:
 def _array(x: Any, name: str, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
     """A float NumPy copy of ``x`` (array, tensor or nested list), checked for shape and finiteness."""
     if hasattr(x, "detach"):
-        x = x.detach().to("cpu").float().numpy()
+        x = x.detach().to("cpu").float().cpu().numpy()
     try:
         arr = np.array(x, dtype=float)
     except (TypeError, ValueError) as err:
@@ -1168,7 +1168,7 @@ def logit_lens_data(model: Any, idx: Any, vocab: Sequence[str]) -> tuple[np.ndar
         model.train()
     toks = _tokens(vocab, "vocab", probs.shape[-1])
     top_p, top_i = probs.max(dim=-1)
-    return top_p.numpy(), [[toks[i] for i in row] for row in top_i.tolist()], names
+    return top_p.cpu().numpy(), [[toks[i] for i in row] for row in top_i.tolist()], names
 
 
 def ablation_effect(deltas: Any, *, target: str | None = None, context: str | None = None,
