@@ -20,16 +20,17 @@ help:
 	@echo "make test   run every test (see README)"
 	@echo "make slides rebuild the chapters' slide decks into $(BUILD)/html/slides (make book does it too)"
 	@echo "make pdf    reprint the chapters' PDFs into $(BUILD)/html/pdf (make book does it too; needs Chromium)"
-	@echo "make venv   create $(VENV) with requirements.txt, lmlab, reveal.js and configurable-http-proxy (both targets do this first)"
+	@echo "make venv   create $(VENV) with requirements.txt, lmlab, reveal.js, configurable-http-proxy and onnxruntime-web (both targets do this first)"
 	@echo "make clean  remove $(BUILD)/ (the next build executes every notebook)"
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt lib/pyproject.toml slides/package-lock.json hub/package-lock.json
+$(VENV)/.installed: requirements.txt lib/pyproject.toml slides/package-lock.json hub/package-lock.json live/package-lock.json
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -r requirements.txt -e lib
 	npm ci --prefix slides --no-audit --no-fund
 	npm ci --prefix hub --no-audit --no-fund
+	npm ci --prefix live --no-audit --no-fund
 	@touch $@
 
 # When lmlab or the environment changed since the last build, forget the executed notebooks

@@ -7,6 +7,13 @@
   ``_static/mathjax/`` and ``mathjax_path`` points there. (That package's own module name has a hyphen,
   so it cannot be loaded as an extension; we locate its files through its distribution metadata.)
 
+* The live panels (``<div class="lmlab-live" data-panel="...">`` in a chapter): ``live/live-panel.js``
+  and ``.css`` are added to the pages that hold one; onnxruntime-web's single-threaded WebAssembly
+  build (pinned in ``live/package.json``, installed by ``npm ci --prefix live``) goes to
+  ``_static/live/ort/`` and toy-gpt's ONNX export and the grammar's tables (``lmlab.live``, rewritten
+  only when lmlab or the weights change) to ``_static/live/``. The page fetches them only when the
+  reader starts a panel.
+
 * Bibliography entries are marked as list items (``role="listitem"``) instead of docutils' deprecated
   ``doc-biblioentry`` role, which accessibility checkers report (tests/test_accessibility.py).
 
@@ -85,6 +92,31 @@ def copy_tree(src: Path, dst: Path) -> int:
     return copied
 
 
+ROOT = Path(__file__).resolve().parents[1]
+LIVE_SRC = ROOT / "live"
+LIVE_JS, LIVE_CSS = "live-panel.js", "live-panel.css"
+ORT_DIST = LIVE_SRC / "node_modules" / "onnxruntime-web" / "dist"
+# onnxruntime-web's WebAssembly build as a classic script, its loader module and the single wasm binary.
+ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+LIVE_MARKER = 'class="lmlab-live"'
+
+
+def _copy_live_assets(static: Path) -> None:
+    missing = [name for name in ORT_FILES if not (ORT_DIST / name).is_file()]
+    if missing:
+        raise ExtensionError(f"onnxruntime-web is not installed ({ORT_DIST / missing[0]} missing); run "
+                             "`npm ci --prefix live` (make venv does)")
+    copied = sum(copy_file(ORT_DIST / name, static / "live" / "ort" / name) for name in ORT_FILES)
+    for name in (LIVE_JS, LIVE_CSS):
+        copied += copy_file(LIVE_SRC / name, static / name)
+    from lmlab import live  # imports torch: only here, once per build
+
+    if live.write_assets(static / "live"):
+        logger.info("course: exported toy-gpt (ONNX) and the toy grammar into _static/live/")
+    if copied:
+        logger.info(f"course: copied {copied} live-panel files into _static/")
+
+
 def _set_mathjax_path(app: Sphinx, config: Any) -> None:
     # Relative paths are served from the site's _static folder.
     config.mathjax_path = f"{MATHJAX_DIR}/{MATHJAX_ENTRY}"
@@ -100,12 +132,16 @@ def _copy_assets(app: Sphinx) -> None:
     copied = copy_tree(mathjax_source(), static / MATHJAX_DIR)
     if copied:
         logger.info(f"course: copied {copied} MathJax files into _static/{MATHJAX_DIR}/")
+    _copy_live_assets(static)
 
 
 def _add_plotly_js(app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any) -> None:
     # Only pages that show a figure load plotly.js; every such page loads the same copy.
     body = context.get("body") or ""
-    if any(marker in body for marker in PLOTLY_MARKERS):
+    if LIVE_MARKER in body:  # a live panel: its script (deferred) and style; it draws with plotly.js
+        app.builder.add_js_file(LIVE_JS, priority=600, loading_method="defer")
+        app.builder.add_css_file(LIVE_CSS)
+    if LIVE_MARKER in body or any(marker in body for marker in PLOTLY_MARKERS):
         # Not deferred: the figures' inline scripts call Plotly.newPlot as the page is parsed.
         app.builder.add_js_file(PLOTLY_JS, priority=200)  # this page only, like sphinx.ext.mathjax
 
