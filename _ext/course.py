@@ -7,6 +7,9 @@
   ``_static/mathjax/`` and ``mathjax_path`` points there. (That package's own module name has a hyphen,
   so it cannot be loaded as an extension; we locate its files through its distribution metadata.)
 
+* Chapter pages offer their printed PDF (``pdf/NN-name.pdf``, made after the build by ``tools/pdf.py``)
+  in the download menu, in place of the theme's "print this page" entry.
+
 * The live panels (``<div class="lmlab-live" data-panel="...">`` in a chapter): ``live/live-panel.js``
   and ``.css`` are added to the pages that hold one; onnxruntime-web's single-threaded WebAssembly
   build (pinned in ``live/package.json``, installed by ``npm ci --prefix live``) goes to
@@ -175,10 +178,31 @@ def _citation_list_roles(app: Sphinx, pagename: str, templatename: str, context:
         context["body"] = body.replace('role="doc-biblioentry"', 'role="listitem"')
 
 
+# The chapters that tools/pdf.py prints: pages under chapters/ (it prints those listed in _toc.yml).
+PDF_DIR = "pdf"
+
+
+def _link_chapter_pdf(app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any) -> None:
+    # sphinx-book-theme's download menu ends with ".pdf", which runs window.print(). A chapter has a
+    # printed PDF of its own (tools/pdf.py, after the build): link it there instead. Relative link, so
+    # the site works under any path (GitHub Pages serves it under /REPO/).
+    if not pagename.startswith("chapters/"):
+        return
+    for group in context.get("header_buttons") or []:
+        if group.get("label") != "download-buttons":
+            continue
+        buttons = group.setdefault("buttons", [])
+        entry = {"type": "link", "url": context["pathto"](f"{PDF_DIR}/{pagename.split('/')[-1]}.pdf", 1),
+                 "text": ".pdf", "icon": "fas fa-file-pdf", "tooltip": "Printable PDF of this chapter",
+                 "label": "download-pdf-button"}
+        buttons[:] = [b for b in buttons if b.get("label") != "download-pdf-button"] + [entry]
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("config-inited", _set_mathjax_path)
     app.connect("builder-inited", _copy_assets)
     app.connect("html-page-context", _add_plotly_js)
     app.connect("html-page-context", _drop_unused_thebe, priority=900)
     app.connect("html-page-context", _citation_list_roles)
+    app.connect("html-page-context", _link_chapter_pdf, priority=600)  # after the theme's buttons (501)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

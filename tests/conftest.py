@@ -147,7 +147,7 @@ def build_book(src: Path, out: Path, *, cache: Path | None = None, offline: bool
     ``LMLAB_BOOK=1``, ``LMLAB_CACHE=cache`` (a fresh temporary folder by default),
     ``jupyter-book build -W --keep-going``; without network when ``offline`` and the system allows it.
     With ``slides`` (the course's own book), a successful build is followed, as in ``make book``, by
-    the chapters' slide decks in ``html/slides``.
+    the chapters' slide decks in ``html/slides`` and their printable PDFs in ``html/pdf``.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,6 +181,12 @@ def build_book(src: Path, out: Path, *, cache: Path | None = None, offline: bool
         log += "\n" + slides.stdout
         if slides.returncode:
             log, code = log + "\nERROR: the slide decks were not built", slides.returncode
+        else:  # then, as `make book`, the chapters' printable PDFs in html/pdf (tools/pdf.py)
+            pdfs = subprocess.run([sys.executable, str(ROOT / "tools" / "pdf.py"), "build", "--html", str(html)],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            log += "\n" + pdfs.stdout
+            if pdfs.returncode:
+                log, code = log + "\nERROR: the chapter PDFs were not built", pdfs.returncode
     cpu, load = children_cpu_seconds() - cpu_before, (load_before, os.getloadavg()[0])
     (out / "book-build.log").write_text(log, encoding="utf-8")
     return BookBuild(html_dir=out / "_build" / "html", log=log, returncode=code, seconds=seconds,

@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import pytest
 import yaml
@@ -31,6 +31,7 @@ import yaml
 import nbtools
 import set_repo_url
 from conftest import ROOT, BookBuild, _flag, loud
+from gates import links
 
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.y*ml"))
 WORKFLOW = ROOT / ".github" / "workflows" / "book.yml"
@@ -204,15 +205,37 @@ def test_prefix_server_serves_only_under_the_prefix(tmp_path: Path):
 
 
 def test_site_works_under_a_sub_path(book: BookBuild, chromium, artifacts: Path):
+    """Every page's links and assets stay under the prefix and answer 200 (read from each page's HTML);
+    in Chromium, the site's root, every page that is not a chapter or a deck, and the first chapter and
+    deck (the others share their templates and assets) load with no failed request."""
     prefix = site_prefix()
     assert prefix.startswith("/") and prefix.endswith("/") and prefix != "/", prefix
     html = book.html_dir
-    pages = [p.relative_to(html).as_posix() for p in book.pages()]
-    pages += sorted(p.relative_to(html).as_posix() for p in (html / "slides").glob("*.html"))
+    files = list(book.pages()) + sorted((html / "slides").glob("*.html"))
+    pages = [p.relative_to(html).as_posix() for p in files]
+    chapters = [p for p in pages if p.startswith("chapters/")]
+    decks = [p for p in pages if p.startswith("slides/")]
+    in_browser = [p for p in pages if p not in chapters and p not in decks] + chapters[:1] + decks[:1]
     checked: dict[str, int] = {}
     problems: list[str] = []
+
+    def check(rel: str, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in {"http", "https"} or not url.startswith(origin):
+            return  # external (listed by the link gate, never fetched), javascript:, data:, mailto:
+        target = unquote(parts.path)
+        if not target.startswith(prefix):
+            problems.append(f"{rel}: names {parts.path!r}, outside {prefix}")
+        elif target not in checked:
+            checked[target] = status_of(f"{origin}{parts.path}")
+        if checked.get(target, 200) != 200:
+            problems.append(f"{rel}: names {parts.path!r}: HTTP {checked[target]}")
+
     with serve_under(html, prefix) as origin:
         base = f"{origin}{prefix}"
+        for path, rel in zip(files, pages):  # what each page names, as written in its HTML
+            for _tag, url in links.parse_page(path).links:
+                check(rel, urljoin(f"{base}{rel}", url.strip()))
         context = chromium.new_context(viewport={"width": 1280, "height": 800}, service_workers="block")
         context.route("**/*", lambda r: r.continue_() if r.request.url.startswith(origin) else r.abort())
         try:
@@ -220,7 +243,7 @@ def test_site_works_under_a_sub_path(book: BookBuild, chromium, artifacts: Path)
             page.goto(base, wait_until="load", timeout=30_000)  # the site's root: index.html -> the intro
             page.wait_for_url(f"{base}{nbtools.toc_docnames()[0]}.html", timeout=15_000)
             page.close()
-            for rel in pages:
+            for rel in in_browser:  # what each page loads, and names once its scripts ran
                 failed: list[str] = []
                 page = context.new_page()
                 page.on("requestfailed", lambda r: r.url.startswith(origin) and failed.append(f"{r.url} ({r.failure})"))
@@ -230,24 +253,25 @@ def test_site_works_under_a_sub_path(book: BookBuild, chromium, artifacts: Path)
                 page.wait_for_load_state("networkidle", timeout=30_000)
                 named = page.evaluate(NAMED_URLS_JS)
                 page.close()
-                problems += [f"{rel}: request {f}" for f in failed]
+                problems.extend(f"{rel}: request {f}" for f in failed)
                 for url in named:
-                    parts = urlsplit(url)
-                    if parts.scheme not in {"http", "https"} or not url.startswith(origin):
-                        continue  # external (listed by the link gate, never fetched)
-                    target = unquote(parts.path)
-                    if not target.startswith(prefix):
-                        problems.append(f"{rel}: names {parts.path!r}, outside {prefix}")
-                        continue
-                    if target not in checked:
-                        checked[target] = status_of(f"{origin}{parts.path}")
-                    if checked[target] != 200:
-                        problems.append(f"{rel}: names {parts.path!r}: HTTP {checked[target]}")
+                    check(rel, url)
         finally:
             context.close()
     report = artifacts / "sub-path.txt"
-    report.write_text(f"# the site under {prefix}: {len(pages)} pages, {len(checked)} local URLs checked\n"
+    report.write_text(f"# the site under {prefix}: {len(pages)} pages read, {len(in_browser)} opened in Chromium, "
+                      f"{len(checked)} local URLs checked\n"
                       + "".join(f"{code}\t{path}\n" for path, code in sorted(checked.items())), encoding="utf-8")
-    print(f"\nunder {prefix}: {len(pages)} pages opened, {len(checked)} local URLs checked ({report})")
+    print(f"\nunder {prefix}: {len(pages)} pages read, {len(in_browser)} opened in Chromium, "
+          f"{len(checked)} local URLs checked ({report})")
     assert len(checked) > len(pages)
     assert not problems, f"{len(problems)} problem(s) under {prefix}:\n" + "\n".join(sorted(set(problems)))
+
+
+def test_sub_path_check_catches_a_root_absolute_link(tmp_path: Path):
+    """A link written from the domain's root (/_static/...) works at 127.0.0.1:8000/ but not under /REPO/."""
+    (tmp_path / "_static").mkdir()
+    (tmp_path / "_static" / "x.css").write_text("p{}", encoding="utf-8")
+    with serve_under(tmp_path, "/repo/") as origin:
+        assert status_of(f"{origin}{urljoin('/repo/a.html', '_static/x.css')}") == 200
+        assert status_of(f"{origin}{urljoin('/repo/a.html', '/_static/x.css')}") == 404
