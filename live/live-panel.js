@@ -332,7 +332,7 @@
     var n = this.kind === "attention" ? 2 : 1;
     var row = el("div", { class: "lmlab-live-figures lmlab-live-figures-" + n });
     for (var i = 0; i < n; i++) {
-      var gd = el("div", { class: "lmlab-live-plot" });
+      var gd = el("div", { class: "lmlab-live-plot plotly-graph-div" });
       var fig = el("div", { class: "lmlab-live-figure", role: "figure", "aria-label": "" }, [gd]);
       row.appendChild(fig);
       this.figures.push(gd);
