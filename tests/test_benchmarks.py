@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPTS = ["train_throughput.py", "generation.py", "nanogpt_recipe.py", "zoo_gaps.py"]
+SCRIPTS = ["train_throughput.py", "generation.py", "nanogpt_recipe.py", "zoo_gaps.py", "live_panel.py"]
 
 
 def test_every_benchmark_script_is_covered():
@@ -44,6 +44,9 @@ def test_benchmark_runs_tiny(script, tmp_path):
     elif script == "nanogpt_recipe.py":
         assert set(result["variants"]) == {"learned", "rotary"} and result["config"]["bias"] is False
         assert all(v["val_loss"] > 0 for v in result["variants"].values())
+    elif script == "live_panel.py":
+        assert set(result["panels"]) == {"attention", "generation"}
+        assert all(p["median_first_answer_s"] > 0 and p["keystrokes"] > 0 for p in result["panels"].values())
     else:
         assert set(result["models"]) == {"toy-gpt-tiny", "toy-bert-tiny", "toy-char-tiny"}
         assert all(m["held_out_words"] > 0 for m in result["models"].values())
