@@ -438,3 +438,16 @@ def test_the_portable_comparison_forgives_rounding_only():
     other = nb("x 2")
     other["cells"][1]["metadata"]["tags"] = []
     assert outputs.compare_portable(untagged, other).equal  # not tagged: not compared
+
+
+def test_claim_counting_sees_every_call_and_nothing_else():
+    """Planted fault for the floor: a notebook that lost a claim counts one fewer; text that only
+    mentions claim() does not count."""
+    def nb(*cells):
+        return json.loads(nbformat.writes(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])))
+
+    full = nb("%pip install x\nclaim(a > 1, 'a')\nlmlab.claim(b, 'b')", "for x in xs:\n    env.claim(x, 'x')",
+              "# claim(c, 'a comment')\nprint('claim(d)')")
+    assert claims.count_claims(full) == 3
+    fewer = nb("%pip install x\nclaim(a > 1, 'a')", "for x in xs:\n    env.claim(x, 'x')")
+    assert claims.count_claims(fewer) == 2 < claims.count_claims(full)
