@@ -142,7 +142,7 @@ def _add_plotly_js(app: Sphinx, pagename: str, templatename: str, context: dict,
     # Only pages that show a figure load plotly.js; every such page loads the same copy.
     body = context.get("body") or ""
     if LIVE_MARKER in body:  # a live panel: its script (deferred) and style; it draws with plotly.js
-        app.builder.add_js_file(LIVE_JS, priority=600, loading_method="defer")
+        app.builder.add_js_file(LIVE_JS, priority=600, defer="defer")
         app.builder.add_css_file(LIVE_CSS)
     if LIVE_MARKER in body or any(marker in body for marker in PLOTLY_MARKERS):
         # Not deferred: the figures' inline scripts call Plotly.newPlot as the page is parsed.
