@@ -28,6 +28,8 @@ sys.path.insert(0, str(common.REPO / "_ext"))
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check"]
+# more answers than n, and every input so far answered (the panel merges inputs that arrive while it draws)
+ANSWERED = "(() => {{ const d = document.querySelector('.lmlab-live').dataset; return Number(d.answers) > {n} && d.busy === '0'; }})()"
 GOALS = {"first_answer_s": 3.0, "keystroke_ms": 100.0}
 SENTENCES = {"attention": ["the dogs that the boy feeds bark", "a queen near the kings washes herself",
                            "the code is ka lo mu , ka lo"],
@@ -93,11 +95,11 @@ def one_round(browser, url: str, sentences: list[str]) -> dict:
         for sentence in sentences:
             n = int(panel.get_attribute("data-answers"))
             box.fill("")
-            page.wait_for_function(f"Number(document.querySelector('.lmlab-live').dataset.answers) > {n}")
+            page.wait_for_function(ANSWERED.format(n=n))
             for ch in sentence:
                 n = int(panel.get_attribute("data-answers"))
                 box.press("Space" if ch == " " else ch)
-                page.wait_for_function(f"Number(document.querySelector('.lmlab-live').dataset.answers) > {n}")
+                page.wait_for_function(ANSWERED.format(n=n))
                 keys.append(float(panel.get_attribute("data-latency-ms")))
         return {"first_answer_s": first, "keystroke_ms": keys}
     finally:

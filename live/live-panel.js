@@ -364,6 +364,7 @@
     if (this.busy) { this.pending = true; return this.done; }
     var self = this, finish;
     this.busy = true;
+    this.root.dataset.busy = "1"; // until every input so far is answered
     this.done = new Promise(function (r) { finish = r; });
     try {
       do {
@@ -379,6 +380,7 @@
       this.root.dataset.error = err.message;
     } finally {
       this.busy = false;
+      this.root.dataset.busy = "0";
       finish();
     }
     return self.done;

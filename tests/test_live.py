@@ -181,17 +181,24 @@ def _answers(page) -> int:
     return int(page.locator(".lmlab-live").get_attribute("data-answers") or 0)
 
 
+def _wait_answered(page, n: int) -> None:
+    """Wait until the panel has answered more than ``n`` times and every input so far is answered."""
+    page.wait_for_function(f"(() => {{ const d = document.querySelector('.lmlab-live').dataset; "
+                           f"return Number(d.answers) > {n} && d.busy === '0'; }})()")
+
+
 def _type(page, text: str) -> list[float]:
     """Clear the sentence, then type ``text`` key by key; returns each keystroke's in-page latency (ms)."""
     box = page.locator("input.lmlab-live-sentence")
+    page.wait_for_function("document.querySelector('.lmlab-live').dataset.busy === '0'")
     n = _answers(page)
     box.fill("")
-    page.wait_for_function(f"Number(document.querySelector('.lmlab-live').dataset.answers) > {n}")
+    _wait_answered(page, n)
     times = []
     for ch in text:
         n = _answers(page)
         box.press("Space" if ch == " " else ch)
-        page.wait_for_function(f"Number(document.querySelector('.lmlab-live').dataset.answers) > {n}")
+        _wait_answered(page, n)
         times.append(float(page.locator(".lmlab-live").get_attribute("data-latency-ms")))
     return times
 
@@ -339,7 +346,7 @@ def test_chapter_panel_in_the_book(book: BookBuild, site: str, chromium, toy_gpt
                     n_answers = _answers(page)
                     page.focus(".lmlab-live select >> nth=1")
                     page.keyboard.press("ArrowDown")
-                    page.wait_for_function(f"Number(document.querySelector('.lmlab-live').dataset.answers) > {n_answers}")
+                    _wait_answered(page, n_answers)
                 worst = max(worst, _check_attention(page, model, tok))
         else:
             settings = [{}, {"temperature": 0.7, "top_k": 5}, {"temperature": 1.3, "top_p": 0.8}]
@@ -351,7 +358,7 @@ def test_chapter_panel_in_the_book(book: BookBuild, site: str, chromium, toy_gpt
                 worst = max(worst, _check_generation(page, model, tok, s))
             n_answers = _answers(page)
             page.get_by_role("button", name="Sample the next word").click()
-            page.wait_for_function(f"Number(document.querySelector('.lmlab-live').dataset.answers) > {n_answers + 1}")
+            _wait_answered(page, n_answers + 1)
             assert "Sampled \u201c" in page.inner_text(".lmlab-live-note")
         print(f"{docname}: largest difference from lmlab {worst:.1e}")
         assert worst <= 1e-3
