@@ -195,11 +195,14 @@ def test_replay_matches_the_book(book: BookBuild, replays: Replays, docname: str
     result = replays.get(docname)
     if not result.ok:
         pytest.fail(f"{docname} did not run in the replay ({result.describe_error()}): nothing to compare")
-    comparison = outputs.compare_portable(built, _notebook(result.executed))
-    names = outputs.glue_names_of_cells(built, outputs.portable_cells(built))
+    replayed = _notebook(result.executed)
+    comparison = outputs.compare_portable(built, replayed)
+    names = outputs.portable_glue_names(built, replayed)
     glue = outputs.compare_glue_close(built_glue, outputs.read_glue_log(result.glue_log), names)
     for note in comparison.notes:
         print(f"{docname}: {note}")
+    assert comparison.compared_items > 0, (f"{docname}: no cell tagged {outputs.PORTABLE_TAG!r} has an output: tag the "
+                                           "cells whose results depend only on shipped weights, grammar and fixed inputs")
     problems = [str(d) for d in comparison.differences] + glue
     assert not problems, (f"{docname}: cells tagged {outputs.PORTABLE_TAG!r} differ between the Colab replay "
                           f"(seed offset {replay.SEED_OFFSET}) and the book build (book: {where}, replay: "

@@ -459,6 +459,15 @@ def portable_cells(nb: dict) -> list[int]:
             if c.get("cell_type") == "code" and PORTABLE_TAG in ((c.get("metadata") or {}).get("tags") or [])]
 
 
+def portable_glue_names(book: dict, replay: dict) -> set[str]:
+    """The names glued in the book by the cells the replayed source tags :data:`PORTABLE_TAG`
+    (code cells matched by their order)."""
+    code_a = [i for i, c in enumerate(book.get("cells", [])) if c.get("cell_type") == "code"]
+    code_b = [i for i, c in enumerate(replay.get("cells", [])) if c.get("cell_type") == "code"]
+    tagged = set(portable_cells(replay))
+    return glue_names_of_cells(book, [a for a, b in zip(code_a, code_b) if b in tagged])
+
+
 def glue_names_of_cells(nb: dict, cells: list[int]) -> set[str]:
     """The names glued (MyST-NB) by the given cells of an executed notebook."""
     names = set()
@@ -471,21 +480,22 @@ def glue_names_of_cells(nb: dict, cells: list[int]) -> set[str]:
 
 
 def compare_portable(book: dict, replay: dict) -> Comparison:
-    """Compare only the cells the book tags :data:`PORTABLE_TAG`, within the float tolerance."""
+    """Compare only the cells the book tags :data:`PORTABLE_TAG`, within the float tolerance.
+
+    Code cells are matched by their order (a build's cached copy may hold the code cells alone).
+    """
     result = Comparison()
-    cells_a, cells_b = book.get("cells", []), replay.get("cells", [])
-    if [_source(c).strip() for c in cells_a if c.get("cell_type") == "code"] != \
-            [_source(c).strip() for c in cells_b if c.get("cell_type") == "code"]:
+    cells_a = [(i, c) for i, c in enumerate(book.get("cells", [])) if c.get("cell_type") == "code"]
+    cells_b = [(i, c) for i, c in enumerate(replay.get("cells", [])) if c.get("cell_type") == "code"]
+    if [_source(c).strip() for _, c in cells_a] != [_source(c).strip() for _, c in cells_b]:
         result.differences.append(Difference(-1, "", "the two notebooks have different code cells (was the book "
                                                      "built from other sources than the replay ran?)"))
         return result
-    tagged = set(portable_cells(book))
-    for index, (a, b) in enumerate(zip(cells_a, cells_b)):
-        if a.get("cell_type") != "code":
-            continue
-        head = (_source(a).strip().splitlines() or [""])[0][:70]
+    tagged = set(portable_cells(replay))  # the replay ran the current source: its tags are the source's
+    for (i, a), (index, b) in zip(cells_a, cells_b):  # index: in the replayed (source) notebook
         if index not in tagged:
             continue
+        head = (_source(a).strip().splitlines() or [""])[0][:70]
         va, vb = cell_items(a), cell_items(b)
         items_a, items_b = va.items, vb.items
         if va.live_widget or vb.live_widget:
@@ -503,9 +513,8 @@ def compare_portable(book: dict, replay: dict) -> Comparison:
         for x, y in zip(items_a, items_b):
             if not items_close(x, y):
                 result.differences.append(Difference(index, head, f"{x.kind}: {_diff(x.value, y.value)}"))
-    untagged = sum(1 for i, c in enumerate(cells_a) if c.get("cell_type") == "code" and i not in tagged)
-    result.notes.append(f"{len(tagged)} cells tagged {PORTABLE_TAG!r} compared; {untagged} other code cells "
-                        "depend on seeds or the machine and are not")
+    result.notes.append(f"{len(tagged)} cells tagged {PORTABLE_TAG!r} compared; {len(cells_a) - len(tagged)} other "
+                        "code cells depend on seeds or the machine and are not")
     return result
 
 
