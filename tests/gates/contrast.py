@@ -226,16 +226,26 @@ def page_theme(page) -> str:
 def figure_text_contrast(page) -> list[TextContrast]:
     """Contrast of every visible text of every plotly figure on ``page`` (see the module docstring)."""
     results = []
+    page.evaluate("document.fonts.ready.then(() => true)")  # late fonts change text widths, so margins
     for index, gd in enumerate(page.query_selector_all(".plotly-graph-div")):
         gd.scroll_into_view_if_needed()
-        texts = gd.evaluate(TEXTS_JS)
+        # A figure can still be resizing to its column (plotly's responsive relayout after scrolling or
+        # a late layout change above it): the text boxes measured before the screenshot must be where
+        # the texts are in it, so measure again afterwards and retry until the two agree.
+        for attempt in range(5):
+            texts = gd.evaluate(TEXTS_JS)
+            if not texts:
+                break
+            gd.evaluate(SET_TEXT_VISIBILITY_JS, "hidden")
+            try:
+                png = gd.screenshot(animations="disabled")
+            finally:
+                gd.evaluate(SET_TEXT_VISIBILITY_JS, "")
+            if gd.evaluate(TEXTS_JS) == texts:
+                break
+            page.wait_for_timeout(500)
         if not texts:
             continue
-        gd.evaluate(SET_TEXT_VISIBILITY_JS, "hidden")
-        try:
-            png = gd.screenshot(animations="disabled")
-        finally:
-            gd.evaluate(SET_TEXT_VISIBILITY_JS, "")
         backgrounds = page.evaluate(BACKGROUNDS_JS, [base64.b64encode(png).decode(), texts])
         results += [text_contrast(index, info, bg) for info, bg in zip(texts, backgrounds)]
     return results
