@@ -288,24 +288,34 @@ def compare_notebooks(book: dict, replay: dict, *, skip_first_code_cell: bool = 
         if n == 0 and skip_first_code_cell:
             result.notes.append(f"cell {index}: the setup cell (pip's output on Colab) is not compared")
             continue
-        va, vb = cell_items(a), cell_items(b)
-        items_a, items_b = va.items, vb.items
-        if va.live_widget or vb.live_widget:
-            keep = {"stdout", "stderr", "error"}
-            items_a = [it for it in items_a if it.kind in keep]
-            items_b = [it for it in items_b if it.kind in keep]
-            result.notes.append(f"cell {index} ({head!r}): a live widget in the replay, its static equivalent in "
-                                "the book: only stream text and errors compared")
-        result.compared_items += len(items_a)
-        kinds_a, kinds_b = [it.kind for it in items_a], [it.kind for it in items_b]
-        if kinds_a != kinds_b:
-            result.differences.append(Difference(index, head, f"outputs differ in kind: book {kinds_a}, replay {kinds_b}"
-                                                              + _first_mismatch(items_a, items_b)))
-            continue
-        for x, y in zip(items_a, items_b):
-            if x.value != y.value:
-                result.differences.append(Difference(index, head, f"{x.kind}: {_diff(x.value, y.value)}"))
+        _compare_cell(result, index, head, a, b, _equal_items)
     return result
+
+
+def _equal_items(x: Item, y: Item) -> bool:
+    return x.value == y.value
+
+
+def _compare_cell(result: Comparison, index: int, head: str, a: dict, b: dict, same) -> None:
+    """Compare one code cell of the book (``a``) with the same cell of the other run (``b``) by
+    ``same(item_a, item_b)``, adding what differs to ``result``."""
+    va, vb = cell_items(a), cell_items(b)
+    items_a, items_b = va.items, vb.items
+    if va.live_widget or vb.live_widget:
+        keep = {"stdout", "stderr", "error"}
+        items_a = [it for it in items_a if it.kind in keep]
+        items_b = [it for it in items_b if it.kind in keep]
+        result.notes.append(f"cell {index} ({head!r}): a live widget in the replay, its static equivalent in "
+                            "the book: only stream text and errors compared")
+    result.compared_items += len(items_a)
+    kinds_a, kinds_b = [it.kind for it in items_a], [it.kind for it in items_b]
+    if kinds_a != kinds_b:
+        result.differences.append(Difference(index, head, f"outputs differ in kind: book {kinds_a}, replay {kinds_b}"
+                                                          + _first_mismatch(items_a, items_b)))
+        return
+    for x, y in zip(items_a, items_b):
+        if not same(x, y):
+            result.differences.append(Difference(index, head, f"{x.kind}: {_diff(x.value, y.value)}"))
 
 
 def _first_mismatch(a: list[Item], b: list[Item]) -> str:
@@ -382,17 +392,23 @@ def _same_item(x: Item, y: Item) -> bool:
     return math.isclose(u, v, rel_tol=1e-12, abs_tol=0.0)
 
 
-def compare_glue(book: dict[str, dict], replay: dict[str, dict]) -> list[str]:
-    """Differences between two glue records (names missing on either side, or values that differ)."""
+def compare_glue(book: dict[str, dict], replay: dict[str, dict], names: set[str] | None = None,
+                 same=None) -> list[str]:
+    """Differences between two glue records (names missing on either side, or values that differ).
+
+    ``names``: compare only these (default: every name either side glued); ``same(item_a, item_b)``:
+    when two values count as equal (default: equal, or floats equal but for the last digits).
+    """
+    same = same or _same_item
     problems = []
-    for name in sorted(set(book) | set(replay)):
+    for name in sorted(set(book) | set(replay) if names is None else names):
         if name not in replay:
             problems.append(f"glue {name!r}: glued in the book, never in the replay")
         elif name not in book:
             problems.append(f"glue {name!r}: glued in the replay, not in the book")
         else:
             a, b = bundle_items(book[name]), bundle_items(replay[name])
-            if not (len(a) == len(b) and all(_same_item(x, y) for x, y in zip(a, b))):
+            if not (len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))):
                 problems.append(f"glue {name!r}: book {[i.value[:200] for i in a]} != replay {[i.value[:200] for i in b]}")
     return problems
 
@@ -496,41 +512,15 @@ def compare_portable(book: dict, replay: dict) -> Comparison:
         if index not in tagged:
             continue
         head = (_source(a).strip().splitlines() or [""])[0][:70]
-        va, vb = cell_items(a), cell_items(b)
-        items_a, items_b = va.items, vb.items
-        if va.live_widget or vb.live_widget:
-            keep = {"stdout", "stderr", "error"}
-            items_a = [it for it in items_a if it.kind in keep]
-            items_b = [it for it in items_b if it.kind in keep]
-            result.notes.append(f"cell {index} ({head!r}): a live widget in the replay: only stream text compared")
-        result.compared_items += len(items_a)
-        if [it.kind for it in items_a] != [it.kind for it in items_b]:
-            result.differences.append(Difference(index, head, f"outputs differ in kind: book "
-                                                              f"{[it.kind for it in items_a]}, replay "
-                                                              f"{[it.kind for it in items_b]}"
-                                                              + _first_mismatch(items_a, items_b)))
-            continue
-        for x, y in zip(items_a, items_b):
-            if not items_close(x, y):
-                result.differences.append(Difference(index, head, f"{x.kind}: {_diff(x.value, y.value)}"))
+        _compare_cell(result, index, head, a, b, items_close)
     result.notes.append(f"{len(tagged)} cells tagged {PORTABLE_TAG!r} compared; {len(cells_a) - len(tagged)} other "
                         "code cells depend on seeds or the machine and are not")
     return result
 
 
 def compare_glue_close(book: dict[str, dict], replay: dict[str, dict], names: set[str]) -> list[str]:
-    """Like :func:`compare_glue`, for ``names`` only, within the float tolerance."""
-    problems = []
-    for name in sorted(names):
-        if name not in replay:
-            problems.append(f"glue {name!r}: glued in the book, never in the replay")
-        elif name not in book:
-            problems.append(f"glue {name!r}: not in the book's glue record")
-        else:
-            a, b = bundle_items(book[name]), bundle_items(replay[name])
-            if not (len(a) == len(b) and all(items_close(x, y) for x, y in zip(a, b))):
-                problems.append(f"glue {name!r}: book {[i.value[:200] for i in a]} != replay {[i.value[:200] for i in b]}")
-    return problems
+    """Like :func:`compare_glue`, for ``names`` only, within the float tolerance (:func:`items_close`)."""
+    return compare_glue(book, replay, names, same=items_close)
 
 
 def claim_notes(nb: dict) -> list[str]:
