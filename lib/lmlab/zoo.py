@@ -120,7 +120,7 @@ class ZooSpec:
 #   at 2e-2 and 1200 steps seeds 0, 1, 2 ended at gaps 0.035, 0.040, 0.039, copying learned in each;
 # * 1000 steps (1.15 M tokens, ~23 s of training): gaps 0.041, 0.042, 0.048 for seeds 0, 1, 2.
 #   On another machine (2026-12-04, shipping the weights) 1000 steps of seed 0 ended at gap 0.050 with the
-#   codes copied only 72% of the time; 1200 steps (~25 s): gap 0.032, codes copied 100%. Shipped: 1200.
+#   codes copied only 72% of the time; 1200 steps (27.5 s, benchmark 4): gap 0.032, codes copied 100%. Shipped: 1200.
 # toy-bert: only the masked positions teach, so 30% are masked (BERT's 15% gave gaps ~0.2 nats/word
 # higher at the same cost; 40% no better); lr 1.5e-2 (2e-2 was unstable); 1100 steps (~24 s; gaps 0.39
 # and 0.33 after 1000 and 1200). Its gap stays near 0.35: predicting a word from both sides is learned
