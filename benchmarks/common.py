@@ -46,13 +46,9 @@ def setup(args: argparse.Namespace) -> None:
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from lmlab.zoo import _cpu_name  # the processor's name, as the zoo's records give it
+
+    return _cpu_name()
 
 
 def machine() -> dict[str, Any]:

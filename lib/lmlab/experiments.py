@@ -857,19 +857,6 @@ def descend(w0: float, lr: float, steps: int, curvature: float = 1.0) -> list[fl
     return w
 
 
-def _relu_ref(x, y, W1, b1, W2, b2, *, act_grad="relu", scale=True, target="onehot", db_axis=0):
-    N = x.shape[0]
-    a = x @ W1 + b1
-    h = torch.relu(a)
-    p = torch.softmax(h @ W2 + b2, -1)
-    dz = p - (F.one_hot(y, p.shape[-1]).to(p.dtype) if target == "onehot" else 0)
-    if scale:
-        dz = dz / N
-    dh = dz @ W2.T
-    da = {"relu": dh * (a > 0), "tanh": dh * (1 - h ** 2), "none": dh}[act_grad]
-    return {"W1": x.T @ da, "b1": da.sum(db_axis), "W2": h.T @ dz, "b2": dz.sum(db_axis)}
-
-
 from .exercises import check_relu_backprop  # noqa: E402,F401 (the checker lives with the others in lmlab.exercises)
 
 
