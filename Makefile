@@ -9,8 +9,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 BUILD  := _build
 # Any change to lmlab or the pinned environment re-executes every notebook on the next `make book`.
-# The shipped zoo weights and their records count as sources too.
-LMLAB_SOURCES := $(shell find lib/lmlab -name '*.py' -o -name '*.safetensors' -o -name '*.json' 2>/dev/null)
+# The shipped zoo weights, their records and the shipped texts count as sources too.
+LMLAB_SOURCES := $(shell find lib/lmlab -name '*.py' -o -name '*.safetensors' -o -name '*.json' -o -name '*.xz' 2>/dev/null)
 
 .PHONY: book slides pdf test venv clean help
 .DEFAULT_GOAL := help
