@@ -26,7 +26,8 @@ def test_every_checker_has_a_correct_solution_here():
 @pytest.mark.parametrize("name", sorted(CORRECT))
 def test_correct_solution_passes_with_one_line(capsys, name):
     ok, out = verdict(capsys, ex.CHECKERS[name], CORRECT[name])
-    assert ok is True, out
+    assert isinstance(ok, ex.Verdict) and ok.passed and bool(ok) is True, out
+    assert ex.last_verdict() is ok and ok.message == out.rstrip("\n")
     assert out.count("\n") == 1 and out.startswith(f"✅ {printed(name)}: correct"), out
 
 
@@ -36,7 +37,7 @@ def test_stub_is_not_attempted_yet(capsys, name):
         raise NotImplementedError("write your code here")
 
     ok, out = verdict(capsys, ex.CHECKERS[name], stub)
-    assert ok is False
+    assert bool(ok) is False and ok.status == "not attempted" and ex.last_verdict() is ok
     assert "not attempted yet" in out and "Traceback" not in out and out.count("\n") == 1
 
 
@@ -45,7 +46,7 @@ def test_accepts_nothing(capsys, name):
     """No checker passes a function that returns a constant, None, or its first argument."""
     for fn in (lambda *a, **k: 0, lambda *a, **k: None, lambda *a, **k: a[0] if not isinstance(a[0], int) else 0):
         ok, out = verdict(capsys, ex.CHECKERS[name], fn)
-        assert ok is False, (name, out)
+        assert bool(ok) is False and ok.status == "failed", (name, out)
         assert out.startswith(f"❌ {printed(name)}:")
 
 
@@ -116,3 +117,37 @@ def test_raw_errors_are_translated(capsys, fn, fragment, hint):
     ok, out = verdict(capsys, ex.check_softmax, fn)
     assert not ok and fragment in out and hint in out.split("Hint:")[-1], out
     assert "Traceback" not in out
+
+
+def test_a_verdict_displays_nothing_and_reads_well(capsys):
+    """A checker call as a cell's last line shows only its printed line: IPython's formatter produces no
+    output for a Verdict (no stray True/False), and its repr says what happened."""
+    from IPython.core.formatters import DisplayFormatter
+
+    passed = ex.check_softmax(CORRECT["softmax"])
+    failed = ex.check_softmax(lambda x: x)
+    capsys.readouterr()
+    assert ex.last_verdict() is failed and passed and not failed
+    for v in (passed, failed):
+        assert DisplayFormatter().format(v) == ({}, {})
+    assert repr(passed) == "<Verdict softmax: passed>" and repr(failed) == "<Verdict softmax: failed>"
+
+
+def test_checkers_re_exported_elsewhere_are_the_same_functions():
+    """Chapters call some checkers through other modules (interpret.check_head_accuracy, ...): every
+    check_* of an lmlab module that names an exercise checker is that checker, so it returns a Verdict."""
+    import importlib
+    import pkgutil
+
+    import lmlab
+
+    checkers = {f"check_{name}": fn for name, fn in ex.CHECKERS.items()} | \
+        {fn.__name__: fn for fn in ex.CHECKERS.values()}
+    found = 0
+    for info in pkgutil.iter_modules(lmlab.__path__):
+        module = importlib.import_module(f"lmlab.{info.name}")
+        for attr, value in vars(module).items():
+            if attr in checkers and module is not ex:
+                assert value is checkers[attr], f"lmlab.{info.name}.{attr} is not lmlab.exercises.{attr}"
+                found += 1
+    assert found >= 5

@@ -9,7 +9,9 @@ recognises (each checker has a table of the mistakes students make most, and say
 the case, the expected and the received values with as many digits as it takes to tell them apart,
 with a hint. A function that still raises ``NotImplementedError`` is reported as "not attempted yet";
 an error raised by your code is reported in one line, and the common broadcasting, indexing and
-transposing slips are explained. Checkers return ``True`` or ``False``.
+transposing slips are explained. Checkers return a :class:`Verdict`: true if your function passed, false
+otherwise; a notebook shows nothing for it (the printed line is the verdict), and :func:`last_verdict`
+returns the most recent one.
 
 The hidden cases are fixed: they are built from explicit seeds that no replay offset shifts, and the
 checkers leave the caller's random state as they found it.
@@ -79,7 +81,7 @@ __all__ = [
     "check_train_step", "check_relu_backprop", "check_gradient_descent", "check_prune_and_rewind",
     "check_probe", "check_head_accuracy", "check_ngram_perplexity", "check_beam_search",
     "check_temperature_for_entropy", "check_sinusoidal_positions", "check_rotary", "check_swiglu",
-    "check_prenorm_block", "CHECKERS",
+    "check_prenorm_block", "CHECKERS", "Verdict", "last_verdict",
 ]
 
 OK, FAIL, TODO = "✅", "❌", "⏳"
@@ -105,24 +107,65 @@ class _NotAttempted(Exception):
     pass
 
 
-def _run(name: str, fn: Any, body: Callable[[Callable], int]) -> bool:
+class Verdict:
+    """What a checker found: true if the function passed (``if check_x(f): ...`` works), false otherwise.
+
+    A notebook displays nothing for it, so ``check_x(my_fn)`` as a cell's last line shows only the printed
+    verdict, never a stray ``True``/``False``. ``status`` is ``"passed"``, ``"failed"`` or
+    ``"not attempted"``; ``message`` is the printed line.
+    """
+
+    __slots__ = ("name", "status", "message")
+
+    def __init__(self, name: str, status: str, message: str):
+        self.name, self.status, self.message = name, status, message
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        return f"<Verdict {self.name}: {self.status}>"
+
+    def _ipython_display_(self) -> None:
+        """IPython shows nothing: the checker has printed its verdict already."""
+
+
+_last: Verdict | None = None
+
+
+def last_verdict() -> Verdict | None:
+    """The verdict of the most recent checker call (``None`` before the first): a hidden cell can assert
+    that the solution above it passed without the solution cell showing its return value."""
+    return _last
+
+
+def _verdict(name: str, status: str, message: str) -> Verdict:
+    global _last
+    print(message)
+    _last = Verdict(name, status, message)
+    return _last
+
+
+def _run(name: str, fn: Any, body: Callable[[Callable], int]) -> Verdict:
     """Run ``body(fn)`` (which returns the number of hidden tests) and print one verdict."""
     if not callable(fn):
-        print(f"{FAIL} {name}: pass your function itself, e.g. check_{name}(my_{name}), "
-              f"not {type(fn).__name__} {fn!r:.40}.")
-        return False
+        return _verdict(name, "failed", f"{FAIL} {name}: pass your function itself, e.g. check_{name}(my_{name}), "
+                                        f"not {type(fn).__name__} {fn!r:.40}.")
     try:
         with torch.random.fork_rng(devices=[]):
             n = body(fn)
     except _NotAttempted:
-        print(f"{TODO} {name}: not attempted yet: your function still raises NotImplementedError. "
-              "Write its body, then run this check again.")
-        return False
+        return _verdict(name, "not attempted",
+                        f"{TODO} {name}: not attempted yet: your function still raises NotImplementedError. "
+                        "Write its body, then run this check again.")
     except _Failure as failure:
-        print(f"{FAIL} {name}: {failure.message}" + (f"\n   Hint: {failure.hint}" if failure.hint else ""))
-        return False
-    print(f"{OK} {name}: correct on all {n} hidden tests.")
-    return True
+        return _verdict(name, "failed", f"{FAIL} {name}: {failure.message}"
+                                        + (f"\n   Hint: {failure.hint}" if failure.hint else ""))
+    return _verdict(name, "passed", f"{OK} {name}: correct on all {n} hidden tests.")
 
 
 def _first_line(err: BaseException) -> str:
@@ -450,7 +493,7 @@ _SOFTMAX_HINT = ("subtract each row's largest value before exp: x - x.max(dim=-1
                  "softmax does not change when every logit of a row moves by the same amount.")
 
 
-def check_softmax(softmax: Callable) -> bool:
+def check_softmax(softmax: Callable) -> Verdict:
     """Check ``softmax(x) -> probabilities`` of the same shape, normalised over the last axis."""
     cases = [
         (torch.tensor([1.0, 2.0, 3.0]), "the vector [1.0, 2.0, 3.0]"),
@@ -529,7 +572,7 @@ def check_softmax(softmax: Callable) -> bool:
 
 # --- causal mask -----------------------------------------------------------------------------------
 
-def check_causal_mask(causal_mask: Callable) -> bool:
+def check_causal_mask(causal_mask: Callable) -> Verdict:
     """Check ``causal_mask(n) -> (n, n)`` bool tensor, True where query i may attend to key j (j <= i)."""
     sizes = [4, 7, 1, 12]
     mistakes = [
@@ -606,7 +649,7 @@ def _padding_mask(seq_q: int, seq_k: int, valid: int) -> torch.Tensor:
     return mask
 
 
-def check_attention(attention: Callable) -> bool:
+def check_attention(attention: Callable) -> Verdict:
     """Check ``attention(q, k, v, mask=None) -> softmax(q k^T / sqrt(d_k)) v`` of shape ``(..., seq_q, d_v)``.
 
     ``mask`` is a bool ``(seq_q, seq_k)`` tensor, True where a query may attend to a key; masked scores
@@ -719,7 +762,7 @@ def _bigram_counts_ref(tokens, vocab, wrap=False, transpose=False, gap=1, order=
     return counts.T if transpose else counts
 
 
-def check_bigram_counts(count_bigrams: Callable) -> bool:
+def check_bigram_counts(count_bigrams: Callable) -> Verdict:
     """Check ``count_bigrams(tokens, vocab) -> (V, V)`` where ``[i, j]`` counts vocab[j] right after vocab[i]."""
     vocab = ["the", "cat", "dog", "sees", "."]
     toy = ["barks", "dogs", "the", ".", "dog", "bark", "cat", "a"]
@@ -777,7 +820,7 @@ def _bigram_probs_ref(counts, alpha=0.0):
     return c / c.sum(dim=1, keepdim=True)
 
 
-def check_bigram_probs(bigram_probs: Callable) -> bool:
+def check_bigram_probs(bigram_probs: Callable) -> Verdict:
     """Check ``bigram_probs(counts, alpha) -> (V, V)``: ``(counts + alpha) / row total``; rows sum to 1."""
     c1 = torch.tensor([[0.0, 3.0, 1.0], [2.0, 0.0, 2.0], [1.0, 1.0, 4.0]])
     c2 = torch.tensor([[1.0, 0.0, 3.0, 0.0], [0.0, 0.0, 0.0, 0.0], [5.0, 2.0, 0.0, 1.0], [0.0, 4.0, 4.0, 0.0]])
@@ -835,7 +878,7 @@ def _ce_ref(logits, targets):
     return F.cross_entropy(logits.double(), targets)
 
 
-def check_cross_entropy(cross_entropy: Callable) -> bool:
+def check_cross_entropy(cross_entropy: Callable) -> Verdict:
     """Check ``cross_entropy(logits (N, V), targets (N,)) -> mean -log softmax(logits)[target]`` in nats."""
     cases = [
         ((_randn(4, 5, seed=30), torch.tensor([0, 3, 1, 4])), "4 examples over 5 tokens"),
@@ -899,7 +942,7 @@ def check_cross_entropy(cross_entropy: Callable) -> bool:
     return _run("cross_entropy", cross_entropy, body)
 
 
-def check_perplexity(perplexity: Callable) -> bool:
+def check_perplexity(perplexity: Callable) -> Verdict:
     """Check ``perplexity(logprobs (N,)) -> exp(-mean(logprobs))`` (natural-log probabilities in)."""
     cases = [
         (torch.tensor([-1.0, -2.0, -0.5]), "log-probabilities [-1.0, -2.0, -0.5]"),
@@ -946,7 +989,7 @@ def _entropy_ref(p):
     return -(torch.where(p > 0, p * torch.log(torch.where(p > 0, p, torch.ones_like(p))), torch.zeros_like(p))).sum()
 
 
-def check_entropy(entropy: Callable) -> bool:
+def check_entropy(entropy: Callable) -> Verdict:
     """Check ``entropy(probs (V,)) -> -sum p log p`` in nats, counting ``0 log 0`` as 0."""
     cases = [
         (torch.full((4,), 0.25), "the uniform distribution over 4 tokens"),
@@ -987,7 +1030,7 @@ def check_entropy(entropy: Callable) -> bool:
 
 # --- sampling and filters --------------------------------------------------------------------------
 
-def check_sample(sample: Callable, n_draws: int = 3000) -> bool:
+def check_sample(sample: Callable, n_draws: int = 3000) -> Verdict:
     """Check ``sample(logits (V,), temperature) -> int`` statistically (fixed seeds, ``n_draws`` draws per
     case): the frequencies must match ``softmax(logits / temperature)``; the result must be a Python int."""
     five = torch.tensor([2.0, 1.0, 0.5, -1.0, 0.0])
@@ -1079,7 +1122,7 @@ def _finite_fill(got: np.ndarray, want: np.ndarray, logits: np.ndarray, case: st
                    "fill with float('-inf').")
 
 
-def check_top_k(top_k_filter: Callable) -> bool:
+def check_top_k(top_k_filter: Callable) -> Verdict:
     """Check ``top_k_filter(logits (..., V), k)``: the k largest logits of each row unchanged, the rest -inf."""
     cases = [
         ((torch.tensor([1.5, -0.3, 2.7, 0.4, -1.2, 0.9]), 3), "6 logits, k = 3"),
@@ -1169,7 +1212,7 @@ def _top_p_unsorted_back(logits, p):
     return logits.masked_fill(~keep_sorted, NEG_INF)
 
 
-def check_top_p(top_p_filter: Callable) -> bool:
+def check_top_p(top_p_filter: Callable) -> Verdict:
     """Check ``top_p_filter(logits (V,), p)``: keep the nucleus (the fewest most probable tokens whose total
     probability reaches p, the one that crosses p included), set the rest to -inf."""
     probs = torch.tensor([0.05, 0.5, 0.1, 0.15, 0.2])
@@ -1235,7 +1278,7 @@ def _cos(a, b):
     return (a @ b) / (a.norm() * b.norm())
 
 
-def check_cosine_similarity(cosine_similarity: Callable) -> bool:
+def check_cosine_similarity(cosine_similarity: Callable) -> Verdict:
     """Check ``cosine_similarity(a (d,), b (d,)) -> a . b / (|a| |b|)``."""
     a = torch.tensor([1.0, 2.0, -1.0, 0.5])
     cases = [
@@ -1306,7 +1349,7 @@ def _geometry_embeddings() -> torch.Tensor:
     ])
 
 
-def check_nearest_neighbors(nearest_neighbors: Callable) -> bool:
+def check_nearest_neighbors(nearest_neighbors: Callable) -> Verdict:
     """Check ``nearest_neighbors(E (V, d), i, k) -> k ids``: most cosine-similar to row i first, i left out."""
     E = _geometry_embeddings()
     E2 = _randn(12, 5, seed=60) * torch.linspace(0.2, 4.0, 12)[:, None]
@@ -1373,7 +1416,7 @@ def _analogy_ref(E, a, b, c, exclude=True, sign=1, metric="cos", only_c=False):
     return int(score.argmax())
 
 
-def check_analogy(analogy: Callable) -> bool:
+def check_analogy(analogy: Callable) -> Verdict:
     """Check ``analogy(E, a, b, c) -> id``: the row most cosine-similar to ``E[b] - E[a] + E[c]``,
     leaving out a, b and c ("a is to b as c is to ?")."""
     # 0 man, 1 woman, 2 king, 3 queen, 4 prince, 5 throne (long), 6 girl, 7 boy
@@ -1427,7 +1470,7 @@ def check_analogy(analogy: Callable) -> bool:
 
 # --- decoding and training -------------------------------------------------------------------------
 
-def check_greedy_next(greedy_next: Callable) -> bool:
+def check_greedy_next(greedy_next: Callable) -> Verdict:
     """Check ``greedy_next(logits (batch, seq, V)) -> (batch,)`` ids: the argmax at the last position."""
     cases = [
         (_randn(2, 4, 7, seed=80), "logits of shape (2, 4, 7)"),
@@ -1540,7 +1583,7 @@ _TRAIN_MISTAKES = {
 }
 
 
-def check_train_step(train_step: Callable) -> bool:
+def check_train_step(train_step: Callable) -> Verdict:
     """Check ``train_step(model, optimizer, x, y) -> float``: zero the gradients, compute the cross-entropy
     of ``model(x)`` against ``y``, backpropagate, step, and return the loss (computed before the step) as
     a Python number.
@@ -1608,7 +1651,7 @@ def _relu_ref(x, y, W1, b1, W2, b2, *, act_grad="relu", scale=True, target="oneh
     return {"W1": x.T @ da, "b1": da.sum(db_axis), "W2": h.T @ dz, "b2": dz.sum(db_axis)}
 
 
-def check_relu_backprop(relu_backprop: Callable) -> bool:
+def check_relu_backprop(relu_backprop: Callable) -> Verdict:
     """Check ``relu_backprop(x (N, d), y (N,), W1, b1, W2, b2) -> {"W1": ..., "b1": ..., "W2": ..., "b2": ...}``:
     the gradients of the mean cross-entropy of ``logits = relu(x @ W1 + b1) @ W2 + b2``, by hand."""
     from .experiments import TinyNet, autograd_gradients
@@ -1675,7 +1718,7 @@ def check_relu_backprop(relu_backprop: Callable) -> bool:
     return _run("relu_backprop", relu_backprop, body)
 
 
-def check_gradient_descent(gradient_descent: Callable) -> bool:
+def check_gradient_descent(gradient_descent: Callable) -> Verdict:
     """Check ``gradient_descent(w0, lr, steps, curvature) -> [w0, w1, ..., w_steps]`` on the loss
     ``curvature * w**2 / 2``, including learning rates that make it diverge."""
     from .experiments import descend
@@ -1732,7 +1775,7 @@ def check_gradient_descent(gradient_descent: Callable) -> bool:
     return _run("gradient_descent", gradient_descent, body)
 
 
-def check_prune_and_rewind(prune_and_rewind_fn: Callable) -> bool:
+def check_prune_and_rewind(prune_and_rewind_fn: Callable) -> Verdict:
     """Check ``prune_and_rewind(trained, initial, sparsity) -> (weights, masks)`` (dicts of tensors by name):
     prune each trained tensor's ``sparsity`` fraction of smallest magnitudes, rewind the rest to ``initial``."""
     from .experiments import magnitude_masks, prune_and_rewind
@@ -1818,7 +1861,7 @@ def check_prune_and_rewind(prune_and_rewind_fn: Callable) -> bool:
 
 # --- chapter 3: a linear probe ---------------------------------------------------------------------
 
-def check_probe(probe_accuracy_fn: Callable) -> bool:
+def check_probe(probe_accuracy_fn: Callable) -> Verdict:
     """Check ``probe_accuracy(X_train (n, d), y_train (n,), X_test (m, d), y_test (m,)) -> float``: fit a
     logistic-regression probe on the training split, return its accuracy (a fraction) on the test split.
 
@@ -1872,7 +1915,7 @@ def check_probe(probe_accuracy_fn: Callable) -> bool:
 
 # --- chapter 2: score the heads yourself -----------------------------------------------------------
 
-def check_head_accuracy(head_accuracy_fn: Callable) -> bool:
+def check_head_accuracy(head_accuracy_fn: Callable) -> Verdict:
     """Check ``head_accuracy(patterns, sites) -> (layers, heads)``.
 
     ``patterns``: ``(sentences, layers, heads, seq, seq)`` attention weights (rows = queries, columns =
@@ -1923,7 +1966,7 @@ def check_head_accuracy(head_accuracy_fn: Callable) -> bool:
 
 # --- chapter 1: held-out perplexity of an n-gram model ---------------------------------------------
 
-def check_ngram_perplexity(ngram_perplexity: Callable) -> bool:
+def check_ngram_perplexity(ngram_perplexity: Callable) -> Verdict:
     """Check ``ngram_perplexity(n, train, test, vocab_size) -> float``.
 
     The function fits ``NGramLM(n, vocab_size=vocab_size)`` (Kneser-Ney, the default) on ``train``, a
@@ -1982,7 +2025,7 @@ def check_ngram_perplexity(ngram_perplexity: Callable) -> bool:
 
 # --- chapter 4: beam search, temperature for an entropy --------------------------------------------
 
-def check_beam_search(beam_search: Callable) -> bool:
+def check_beam_search(beam_search: Callable) -> Verdict:
     """Check ``beam_search(next_logprobs, prompt, num_beams, steps) -> list of steps new tokens``.
 
     ``next_logprobs(tokens) -> {token: log p}`` gives the next-token log-probabilities after a list of
@@ -2080,7 +2123,7 @@ _TEMPERATURE_CASES = [
 ]
 
 
-def check_temperature_for_entropy(temperature_for_entropy: Callable) -> bool:
+def check_temperature_for_entropy(temperature_for_entropy: Callable) -> Verdict:
     """Check ``temperature_for_entropy(logits (V,), target) -> T``: the temperature at which the entropy of
     softmax(logits / T) is ``target`` nats (within 0.005 nats), also for logits with -inf entries and
     probabilities that underflow, as toy-gpt's are."""
@@ -2142,7 +2185,7 @@ def check_temperature_for_entropy(temperature_for_entropy: Callable) -> bool:
 
 # --- chapter 6: positions, gated feed-forward layers, the pre-norm block ---------------------------
 
-def check_sinusoidal_positions(sinusoidal_positions: Callable) -> bool:
+def check_sinusoidal_positions(sinusoidal_positions: Callable) -> Verdict:
     """Check ``sinusoidal_positions(n_positions, d_model) -> (n_positions, d_model)``:
     ``PE[p, 2i] = sin(p / 10000^(2i/d))`` and ``PE[p, 2i+1] = cos(p / 10000^(2i/d))``, positions from 0."""
     from .variants import _sinusoidal_ref
@@ -2199,7 +2242,7 @@ def _rotary_cat(x, positions):
     return torch.cat([x1 * angle.cos() - x2 * angle.sin(), x1 * angle.sin() + x2 * angle.cos()], dim=-1)
 
 
-def check_rotary(rotate: Callable) -> bool:
+def check_rotary(rotate: Callable) -> Verdict:
     """Check ``rotate(x (seq, d), positions (seq,)) -> (seq, d)``: each neighbouring pair
     ``(x[:, 2i], x[:, 2i+1])`` at position ``p`` turned anticlockwise by the angle ``p * 10000^(-2i/d)``."""
     from .variants import _rotary_ref
@@ -2246,7 +2289,7 @@ def check_rotary(rotate: Callable) -> bool:
     return _run("rotary", rotate, body)
 
 
-def check_swiglu(swiglu: Callable) -> bool:
+def check_swiglu(swiglu: Callable) -> Verdict:
     """Check ``swiglu(x (..., d), w_gate (d, f), w_up (d, f), w_down (f, d)) -> (..., d)``:
     ``(silu(x @ w_gate) * (x @ w_up)) @ w_down`` (Shazeer 2020's FFN_SwiGLU, without biases)."""
     from .variants import _swiglu_ref
@@ -2288,7 +2331,7 @@ def check_swiglu(swiglu: Callable) -> bool:
     return _run("swiglu", swiglu, body)
 
 
-def check_prenorm_block(block: Callable) -> bool:
+def check_prenorm_block(block: Callable) -> Verdict:
     """Check ``block(x, attn, mlp, ln1, ln2) -> same shape``: the pre-norm transformer block,
     ``x = x + attn(ln1(x))`` then ``x = x + mlp(ln2(x))`` (``attn``, ``mlp``, ``ln1``, ``ln2`` are functions)."""
     from .variants import _Affine, _block_ref
@@ -2332,6 +2375,6 @@ def check_prenorm_block(block: Callable) -> bool:
     return _run("prenorm_block", block, body)
 
 
-CHECKERS: dict[str, Callable[[Callable], bool]] = {
+CHECKERS: dict[str, Callable[[Callable], Verdict]] = {
     name[len("check_"):]: fn for name, fn in globals().items() if name.startswith("check_") and callable(fn)
 }
