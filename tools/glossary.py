@@ -8,6 +8,12 @@ A *use* is a case-insensitive, whole-word match of any form an entry declares (i
 code (inline and fenced), math, directive lines, roles (``{cite:p}`...```), link targets, HTML and
 comments are not text. The first use of each entry in a chapter must be a ``{term}`` link; later uses
 may be plain. ``link`` writes ``{term}`original text <form>``` at that first use.
+
+A word can be a glossary form without meaning the glossary's thing: t-SNE's "perplexity" is a setting
+of a projection, not a language model's perplexity. Mark such a cell with an HTML comment (invisible
+in the book and on Colab), for example ``<!-- not-term: perplexity -->`` (several forms: separate them
+with commas). In that cell no form of the named entries counts as a use, and a ``{term}`` link to one
+of them is reported as a contradiction; a marker that names no glossary form is reported too.
 """
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ _NOT_TEXT = [
 ]
 _NOT_TEXT_RE = re.compile("|".join(f"(?:{p})" for p in _NOT_TEXT), re.DOTALL | re.MULTILINE)
 _TERM_ROLE_RE = re.compile(r"\{term\}`(?:[^`<]*?<)?([^`<>]+?)>?`")
+_NOT_TERM_RE = re.compile(r"<!--\s*not-term:(.*?)-->", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,34 @@ def _markdown_cells(nb: dict) -> list[tuple[int, str]]:
     return cells
 
 
+def not_term_marks(text: str) -> list[str]:
+    """The forms a markdown cell's ``<!-- not-term: ... -->`` comments name (lowercase, in order)."""
+    return [f.strip().lower() for m in _NOT_TERM_RE.finditer(text) for f in m.group(1).split(",") if f.strip()]
+
+
+def _not_terms(text: str, glossary: list[Entry]) -> set[str]:
+    """The entries (by term) that a cell marks as not meant in the glossary's sense."""
+    by_form = {f.lower(): e for e in glossary for f in e.forms}
+    return {by_form[f].term for f in not_term_marks(text) if f in by_form}
+
+
+def marker_problems(nb: dict, glossary: list[Entry]) -> list[str]:
+    """What is wrong with a notebook's not-term markers: unknown forms, and links the marker contradicts."""
+    by_form = {f.lower(): e for e in glossary for f in e.forms}
+    problems = []
+    for cell_index, text in _markdown_cells(nb):
+        for form in not_term_marks(text):
+            if form not in by_form:
+                problems.append(f"cell {cell_index}: not-term marker names {form!r}, which is no glossary form")
+        marked = _not_terms(text, glossary)
+        for m in _TERM_ROLE_RE.finditer(text):
+            entry = by_form.get(m.group(1).strip().lower())
+            if entry and entry.term in marked:
+                problems.append(f"cell {cell_index}: {m.group(0)} links to '{entry.term}', which a not-term "
+                                f"marker in the same cell says is not meant here")
+    return problems
+
+
 @dataclass
 class Use:
     entry: Entry
@@ -105,13 +140,14 @@ def first_uses(nb: dict, glossary: list[Entry]) -> dict[str, Use]:
     found: dict[str, Use] = {}
     for cell_index, text in _markdown_cells(nb):
         mask = prose_mask(text)
+        marked = _not_terms(text, glossary)  # entries this cell uses in another sense
         candidates: list[Use] = []
         for m in _TERM_ROLE_RE.finditer(text):
             entry = by_form.get(m.group(1).strip().lower())
-            if entry:
+            if entry and entry.term not in marked:
                 candidates.append(Use(entry, cell_index, m.start(), m.end(), m.group(0), True))
         for entry in glossary:
-            if entry.term in found:
+            if entry.term in found or entry.term in marked:
                 continue
             for form in entry.forms:
                 for m in _form_pattern(form).finditer(text):
@@ -177,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
             for use in unlinked_first_uses(nb, glossary):
                 problems += 1
                 print(f"{path}: cell {use.cell}: first use of '{use.entry.term}' ({use.text!r}) is not a link")
+            for problem in marker_problems(nb, glossary):
+                problems += 1
+                print(f"{path}: {problem}")
     return 1 if problems else 0
 
 
