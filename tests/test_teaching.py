@@ -216,3 +216,44 @@ def test_forms_tool_adds_cell_view_and_reports_missing_titles(tmp_path: Path):
     nbtools.save(nb, path)
     assert subprocess.run([*tool, str(path)], capture_output=True, text=True).returncode == 0
     assert subprocess.run([*tool, "--check", str(path)], capture_output=True, text=True).returncode == 0
+
+
+# --- the pages around the chapters ---------------------------------------------------------------
+
+def test_failures_page_follows_the_chapters_and_execution_sits_under_instructors():
+    import yaml
+
+    docs = nbtools.toc_docnames()
+    chapters = [d for d in docs if d.startswith("chapters/")]
+    assert docs[docs.index(chapters[-1]) + 1] == "failures", docs
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    top = [entry["file"] for entry in toc["chapters"]]
+    assert "execution" not in top, "the execution statistics are not a reader's page: list them under instructors"
+    instructors = next(entry for entry in toc["chapters"] if entry["file"] == "instructors")
+    assert {"file": "execution"} in instructors.get("sections", [])
+
+
+def test_failures_page_links_every_chapters_where_it_fails():
+    text = (ROOT / "failures.md").read_text(encoding="utf-8")
+    for path in CHAPTERS:
+        assert f"<fails-ch{teaching.chapter_number(path)}>`" in text, f"failures.md does not link fails-ch{teaching.chapter_number(path)}"
+    for failure in ("hallucinat", "agreement", "negation", "wording", "repetition", "calibrat"):
+        assert failure in text.lower(), failure
+    assert text.count("{cite:") >= 4
+
+
+@pytest.mark.parametrize("page", ["failures.md", "instructors.md", "execution.md", "glossary.md"])
+def test_pages_have_no_hand_typed_cross_reference_numbers(page: str):
+    problems = teaching.crossref_text_problems((ROOT / page).read_text(encoding="utf-8"), page)
+    assert not problems, "\n".join(problems)
+
+
+def test_instructors_page_installs_from_the_configured_repository_and_counts_nothing_by_hand():
+    import re
+
+    text = (ROOT / "instructors.md").read_text(encoding="utf-8")
+    url, branch = nbtools.repository()
+    assert f'"git+{url}@{branch}#subdirectory=lib"' in text
+    assert "<repository>" not in text
+    assert not re.search(r"\b(one|two|three|four|five|six|\d+) optional cells?\b", text), \
+        "the number of optional cells changes with the chapters: do not type it"
