@@ -364,7 +364,7 @@ def bool_output_problems(nb: dict) -> list[str]:
 
 _CROSSREF = re.compile(
     r"(?<![\w-])(?:exercises?|sections?|figures?|figs?\.|tables?|equations?|eqs?\.)"
-    r"(?:\s|&nbsp;|~)+\(?\d+|§\s*\d+", re.IGNORECASE)
+    r"(?:\s|&nbsp;|~)+\d+|§\s*\d+", re.IGNORECASE)
 
 
 def _prose(markdown: str) -> str:
