@@ -857,9 +857,11 @@ def head_scores_figure(report: HeadReport, *, what: str = "points to the target"
     return viz._finish(fig, alt, title if title is not None else f"Which head {what}?",
                        height=440, showlegend=True, legend=_TOP_LEGEND,
                        margin=dict(l=70, r=30, t=_top_margin([d.name for d in fig.data]), b=60),
+                       # many heads: every other name (hover names each bar), never below viz.MIN_FONT px
                        xaxis=dict(title=dict(text="head (layer, head)"), type="category",
-                                  tickangle=-60 if len(names) > 16 else 0,
-                                  tickfont=dict(size=9 if len(names) > 32 else 12)),
+                                  tickangle=-90 if len(names) > 32 else (-60 if len(names) > 16 else 0),
+                                  tickvals=names[::2] if len(names) > 32 else None,
+                                  tickfont=dict(size=viz.MIN_FONT if len(names) > 32 else 12)),
                        yaxis=dict(title=dict(text="accuracy (held-out)"), range=[0, 1.08]))
 
 
@@ -1027,18 +1029,20 @@ def architecture_svg() -> str:
     """A hand-drawn SVG of the three transformer families (encoder-only, encoder-decoder as in
     Vaswani et al. 2017, decoder-only), with ``role="img"``, a ``<title>`` and a ``<desc>``."""
     parts: list[str] = []
-    W, H, GAP = 146, 40, 16          # sublayer box width and height, gap between boxes
+    # Sizes in SVG units: the drawing (816 units) shrinks to the book's column (about 675 px on a 1280 px
+    # wide page), so the smallest text, 13.5 units, is drawn at about 11 px (tests/gates/contrast.py).
+    W, H, GAP = 160, 40, 16          # sublayer box width and height, gap between boxes
 
-    def text(x, y, s, size=12, anchor="middle", fill="#1f2328", weight="400"):
+    def text(x, y, s, size=14, anchor="middle", fill="#1f2328", weight="400"):
         parts.append(f'<text x="{x}" y="{y}" text-anchor="{anchor}" font-size="{size}" fill="{fill}" '
                      f'font-weight="{weight}">{html.escape(s)}</text>')
 
-    def box(x, y, label, kind, sub="", h=H, size=12):
+    def box(x, y, label, kind, sub="", h=H, size=14):
         parts.append(f'<rect x="{x}" y="{y}" width="{W}" height="{h}" rx="6" fill="{_FILL[kind]}" stroke="#6b7280"/>')
-        ty = y + h / 2 + (-3 if sub else 4)
+        ty = y + h / 2 + (-4 if sub else 5)
         text(x + W / 2, ty, label, size=size)
         if sub:
-            text(x + W / 2, ty + 14, sub, size=10.5, fill="#4b5563")
+            text(x + W / 2, ty + 15, sub, size=13.5, fill="#4b5563")
 
     def arrow(x1, y1, x2, y2):
         parts.append(f'<line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" stroke="#374151" stroke-width="1.4" '
@@ -1049,14 +1053,14 @@ def architecture_svg() -> str:
         parts.append(f'<path d="M{x + W / 2} {y_from} H{x - 12} V{y_to} H{x + W / 2 - 7}" fill="none" '
                      'stroke="#0072B2" stroke-width="1.3"/>')
         parts.append(f'<circle cx="{x + W / 2}" cy="{y_to}" r="6" fill="#ffffff" stroke="#0072B2"/>')
-        text(x + W / 2, y_to + 4, "+", size=11, fill="#0072B2")
+        text(x + W / 2, y_to + 4.5, "+", size=13.5, fill="#0072B2")
 
     def stack(x, top, sublayers, label):
         """Sublayers drawn bottom-up inside a dashed frame; returns (bottom, top) of the frame."""
         height = len(sublayers) * (H + GAP) + GAP
         parts.append(f'<rect x="{x - 22}" y="{top}" width="{W + 34}" height="{height}" rx="10" fill="none" '
                      'stroke="#9ca3af" stroke-dasharray="5 4"/>')
-        text(x + W + 8, top + height - 5, label, size=11, anchor="end", fill="#4b5563")
+        text(x + W + 10, top + height - 5, label, size=13.5, anchor="end", fill="#4b5563")
         parts.append(f'<line x1="{x + W / 2}" y1="{top + height}" x2="{x + W / 2}" y2="{top}" stroke="#374151" '
                      'stroke-width="1.4"/>')      # the stream, behind the boxes
         y = top + height - GAP - H
@@ -1068,8 +1072,8 @@ def architecture_svg() -> str:
 
     def column(x, top, sublayers, label, out_label, out_sub, words, out_y=130):
         bottom, top = stack(x, top, sublayers, label)
-        box(x, 400, "embeddings + positions", "io", h=34, size=11)
-        arrow(x + W / 2, 400, x + W / 2, bottom + 2)
+        box(x, 396, "embeddings", "io", "+ positions")
+        arrow(x + W / 2, 396, x + W / 2, bottom + 2)
         text(x + W / 2, 456, words)
         if out_label:
             box(x, out_y, out_label, "io", out_sub)
@@ -1078,12 +1082,12 @@ def architecture_svg() -> str:
 
     parts.append('<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
                  'orient="auto-start-reverse"><path d="M0 0 L10 5 L0 10 z" fill="#374151"/></marker></defs>')
-    A, B_ENC, B_DEC, C = 36, 244, 434, 640
+    A, B_ENC, B_DEC, C = 28, 224, 426, 634
     for cx, title, sub in ((A + W / 2, "Encoder-only (BERT)", "every word sees every word"),
                            ((B_ENC + B_DEC + W) / 2, "Encoder-decoder (the original)", "Vaswani et al. 2017"),
                            (C + W / 2, "Decoder-only (GPT)", "each word sees only the past")):
-        text(cx, 24, title, size=15, weight="600")
-        text(cx, 42, sub, size=12, fill="#4b5563")
+        text(cx, 24, title, size=16, weight="600")
+        text(cx, 43, sub, size=13.5, fill="#4b5563")
     enc = [("self-attention", "attn", "+ layer norm"), ("feed-forward", "ffn", "+ layer norm")]
     dec = [("masked self-attention", "masked", "+ layer norm"), ("feed-forward", "ffn", "+ layer norm")]
     cross_dec = [("masked self-attention", "masked", "+ layer norm"),
@@ -1094,7 +1098,7 @@ def architecture_svg() -> str:
     column(C, 205, dec, "× N layers", "linear + softmax", "next word: barks", "the dog")
     # the encoder's output feeds the cross-attention of every decoder layer
     cross_y = 149 + GAP + H + GAP + H / 2
-    parts.append(f'<path d="M{B_ENC + W / 2} {enc_top} V185 H{B_ENC + W + 16} V{cross_y} H{B_DEC - 2}" fill="none" '
+    parts.append(f'<path d="M{B_ENC + W / 2} {enc_top} V185 H{B_ENC + W + 15} V{cross_y} H{B_DEC - 2}" fill="none" '
                  'stroke="#CC79A7" stroke-width="1.8" marker-end="url(#arrow)"/>')
     title = "Three ways to build a transformer"
     desc = ("Three diagrams side by side. Left, encoder-only (BERT): words become embeddings plus positions, pass "
@@ -1106,7 +1110,7 @@ def architecture_svg() -> str:
             "ends in a linear layer and softmax that predict the next target word. Right, decoder-only (GPT): the "
             "decoder without cross-attention; masked self-attention lets each word see only earlier words, and the "
             "last layer predicts the next word. Blue lines ending in a plus sign are the skip (residual) connections.")
-    return ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 810 470" width="100%" style="max-width:810px;'
+    return ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 816 470" width="100%" style="max-width:816px;'
             'background:#ffffff;font-family:system-ui,-apple-system,Segoe UI,Roboto,Arial,sans-serif" role="img" '
             'aria-labelledby="arch-title arch-desc">'
             f'<title id="arch-title">{html.escape(title)}</title><desc id="arch-desc">{html.escape(desc)}</desc>'

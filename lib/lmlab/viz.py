@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -118,7 +119,25 @@ def set_alt(fig: go.Figure, text: str) -> go.Figure:
     meta = dict(meta) if isinstance(meta, Mapping) else {}
     meta["alt"] = text.strip()
     fig.update_layout(meta=meta)
+    _readable_log_ticks(fig)
     return fig
+
+
+#: The smallest font size (px) of any text lmlab draws in a figure: tick labels included.
+MIN_FONT = 11
+#: Plotly draws the in-between labels of a log axis (2, 5 between powers of ten) at 3/4 of the tick font.
+_LOG_TICK_FONT = 15
+
+
+def _readable_log_ticks(fig: go.Figure) -> None:
+    """Log axes with plotly's automatic ticks label the digits between powers of ten at 3/4 of the tick
+    font: raise their tick font so that those labels are at least :data:`MIN_FONT` px."""
+    for name in [k for k in fig.layout.to_plotly_json() if re.fullmatch(r"[xy]axis\d*", k)]:
+        axis = fig.layout[name]
+        if axis.type == "log" and axis.dtick is None and axis.tickvals is None:
+            size = axis.tickfont.size
+            if size is None or size * 0.75 < MIN_FONT:
+                axis.tickfont.size = max(size or 0, _LOG_TICK_FONT)
 
 
 def alt_text(fig: go.Figure) -> str:
@@ -360,14 +379,14 @@ def attention_grid(patterns: Any, tokens: Sequence[str], *, layers: Sequence[int
                               "key %{x} <b>%{customdata[1]}</b><br>weight %{z:.3f}<extra></extra>"),
                 row=r + 1, col=c + 1)
             fig.update_xaxes(_token_axis(toks, showticklabels=(r == rows - 1), tickangle=-60,
-                                         tickfont=dict(size=9)), row=r + 1, col=c + 1)
+                                         tickfont=dict(size=MIN_FONT)), row=r + 1, col=c + 1)
             fig.update_yaxes(_token_axis(toks, showticklabels=(c == 0), autorange="reversed",
-                                         tickfont=dict(size=9)), row=r + 1, col=c + 1)
-    fig.update_annotations(font=dict(size=12))
+                                         tickfont=dict(size=MIN_FONT)), row=r + 1, col=c + 1)
+    fig.update_annotations(font=dict(size=13))
     alt = (f"A grid of {rows * cols} attention heatmaps, layers {layers[0]} to {layers[-1]} in rows and "
            f"heads {heads[0]} to {heads[-1]} in columns, for the sentence '{' '.join(toks)}'.")
     return _finish(fig, alt, title if title is not None else "Attention in every layer (rows) and head (columns)",
-                   height=min(1400, 150 * rows + 150), showlegend=False,
+                   height=min(1400, 170 * rows + 160), showlegend=False,
                    coloraxis=dict(colorscale=SEQUENTIAL, cmin=0, cmax=1, colorbar=dict(title=dict(text="weight"))))
 
 
