@@ -1,10 +1,15 @@
 """Dark mode: every page opened in the theme's dark mode (screenshots in
 ``tests/artifacts/screenshots/dark/``), and every text of every plotly figure has a contrast ratio of
-at least 4.5:1 (WCAG AA) against the background actually drawn behind it (:mod:`gates.contrast`)."""
+at least 4.5:1 (WCAG AA) against the background actually drawn behind it (:mod:`gates.contrast`).
+The same visit measures the size every figure's text is drawn at (plotly figures and hand-drawn
+diagrams): at least 11 px on a 1280 px wide page. Each chapter's first screen (light mode, 1280 x 800)
+is kept in ``tests/artifacts/first-screen/``, and no code the reader sees on a page does bookkeeping."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import numpy as np
 import plotly.graph_objects as go
 import pytest
 
@@ -33,11 +38,14 @@ def test_figure_text_is_readable_in_dark_mode(book: BookBuild, site: str, chromi
     with contrast.open_dark(chromium, f"{site}{docname}.html", screenshot=shot) as page:
         theme = contrast.page_theme(page)
         texts = contrast.figure_text_contrast(page)
+        sizes = contrast.figure_font_sizes(page)
     assert theme == "dark", f"{docname}: the page did not switch to dark mode (data-theme={theme!r})"
     worst = min((t.ratio for t in texts), default=None)
     print(f"{docname}: {len(texts)} figure texts, lowest contrast {worst and round(worst, 2)} (screenshot {shot})")
     problems = contrast.contrast_problems(texts)
     assert not problems, f"{docname}: figure text below 4.5:1 in dark mode:\n  " + "\n  ".join(problems)
+    small = contrast.font_size_problems(sizes)
+    assert not small, f"{docname}: figure text drawn below {contrast.MIN_FONT_PX:g} px:\n  " + "\n  ".join(small[:40])
 
 
 def test_dark_mode_gate_catches_low_contrast_text(tmp_path: Path, chromium):
@@ -63,3 +71,59 @@ def test_dark_mode_gate_catches_low_contrast_text(tmp_path: Path, chromium):
     assert len(problems) == len(faint_texts) >= 3, problems  # title and tick labels, all on the dark page
     assert all(t.background[0] < 40 for t in faint_texts), [t.describe() for t in faint_texts]
     assert card_texts and not contrast.contrast_problems(card_texts), contrast.contrast_problems(card_texts)
+
+
+def test_font_size_gate_catches_small_text(tmp_path: Path, chromium):
+    """Planted faults: tick labels of 8 px, and a diagram whose viewBox shrinks 12-unit text below 11 px.
+    lmlab's attention grid and architecture diagram pass on the same page width."""
+    from lmlab import interpret, viz
+
+    small = go.Figure(go.Bar(x=["a", "b"], y=[1, 2]))
+    small.update_layout(xaxis=dict(tickfont=dict(size=8)), height=320)
+    grid = viz.attention_grid(np.random.default_rng(0).dirichlet(np.ones(6), size=(2, 4, 6)), list("abcdef"))
+    shrunk = ('<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 2000 200" width="100%">'
+              '<text x="10" y="100" font-size="12">far too small</text></svg>')
+    site = sites.write_site(tmp_path, {
+        "small.html": sites.theme_page(sites.figure_html(small, "bars") + shrunk, plotly=True),
+        "good.html": sites.theme_page(sites.figure_html(grid, viz.alt_text(grid)) + interpret.architecture_svg(),
+                                      plotly=True),
+    })
+    with sites.serve(site) as base:
+        with contrast.open_dark(chromium, f"{base}small.html") as page:
+            bad = contrast.font_size_problems(contrast.figure_font_sizes(page))
+        with contrast.open_dark(chromium, f"{base}good.html") as page:
+            good = contrast.figure_font_sizes(page)
+    assert any("plotly" in p and "8.0 px" in p for p in bad), bad
+    assert any("'far too small'" in p and "diagram" in p for p in bad), bad
+    assert {t["kind"] for t in good} == {"plotly", "diagram"}, good
+    assert not contrast.font_size_problems(good), contrast.font_size_problems(good)
+
+
+BOOKKEEPING = re.compile(r"\b(claim|glue)\(|from lmlab import[^\n]*\b(claim|glue)\b")
+
+
+@pytest.mark.parametrize("docname", [d for d in PAGES if d.startswith("chapters/")])
+def test_first_screen_and_no_bookkeeping_in_sight(book: BookBuild, site: str, chromium, artifacts: Path,
+                                                  docname: str):
+    """A screenshot of the chapter's first screen as a reader sees it (1280 x 800, light mode), and no
+    code cell the page shows (hidden-input toggles and solutions included) calls claim or glue."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 800}, color_scheme="light",
+                                   service_workers="block")
+    try:
+        page = context.new_page()
+        page.goto(f"{site}{docname}.html", wait_until="load", timeout=60_000)
+        page.wait_for_timeout(500)
+        shot = artifacts / "first-screen" / f"{docname.replace('/', '__')}.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot))
+        code = page.evaluate("() => [...document.querySelectorAll('.cell_input pre, div.highlight pre')]"
+                             ".map(e => e.textContent)")
+    finally:
+        context.close()
+    found = [c.strip().splitlines()[0][:80] for c in code if BOOKKEEPING.search(c)]
+    assert not found, f"{docname}: code the reader sees does bookkeeping (claim/glue): {found}"
+
+
+def test_bookkeeping_pattern_catches_planted_fault():
+    assert BOOKKEEPING.search("x = 1\nclaim(x == 1, 'one')") and BOOKKEEPING.search("from lmlab import claim, viz")
+    assert not BOOKKEEPING.search("proclaim the claims\nglued = 3")

@@ -15,6 +15,11 @@ page must end up with ``<html data-theme="dark">``.
 
 :func:`contrast_problems` lists every text whose contrast ratio (WCAG 2) against a colour covering at
 least :data:`MIN_SHARE` of its box is below 4.5:1 (AA for normal text).
+
+:func:`figure_font_sizes` measures the size at which every visible text of every figure is drawn (plotly
+figures and hand-drawn SVG diagrams with ``role="img"``): the computed ``font-size`` times the scale
+from the SVG's user units to the screen (a diagram with a ``viewBox`` shrinks with its column).
+:func:`font_size_problems` lists every text drawn below :data:`MIN_FONT_PX` on a 1280 px wide page.
 """
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 MIN_RATIO = 4.5
+#: The smallest font size (CSS px, page 1280 px wide) for a figure's tick labels and a diagram's text.
+MIN_FONT_PX = 11.0
 #: A background colour counts when it covers at least this share of the text's box (gridlines do not).
 MIN_SHARE = 0.25
 
@@ -249,6 +256,50 @@ def figure_text_contrast(page) -> list[TextContrast]:
         backgrounds = page.evaluate(BACKGROUNDS_JS, [base64.b64encode(png).decode(), texts])
         results += [text_contrast(index, info, bg) for info, bg in zip(texts, backgrounds)]
     return results
+
+
+# Every visible text of every figure on the page and the size it is drawn at (CSS px).
+FONT_SIZES_JS = r"""
+() => {
+  const figures = [...document.querySelectorAll('.plotly-graph-div, svg[role="img"]')]
+    .filter(f => !(f.tagName.toLowerCase() === 'svg' && f.closest('.plotly-graph-div')));
+  const out = [];
+  figures.forEach((fig, index) => {
+    const texts = fig.tagName.toLowerCase() === 'svg' ? fig.querySelectorAll('text') : fig.querySelectorAll('svg text');
+    for (const el of texts) {
+      const text = (el.textContent || '').trim();
+      if (!text || el.closest('.hoverlayer')) continue;
+      const r = el.getBoundingClientRect();
+      if (r.width < 1 || r.height < 1) continue;
+      let node = el, hidden = false;
+      while (node && node !== fig.parentElement) {
+        const st = getComputedStyle(node);
+        if (st.display === 'none' || st.visibility === 'hidden' || parseFloat(st.opacity || '1') === 0) hidden = true;
+        node = node.parentElement;
+      }
+      if (hidden) continue;
+      const m = el.getScreenCTM();
+      const scale = m ? Math.sqrt(m.a * m.a + m.b * m.b) : 1;
+      const px = parseFloat(getComputedStyle(el).fontSize) * scale;
+      out.push({figure: index, kind: fig.tagName.toLowerCase() === 'svg' ? 'diagram' : 'plotly',
+                text: text.slice(0, 60), px: Math.round(px * 100) / 100});
+    }
+  });
+  return out;
+}
+"""
+
+
+def figure_font_sizes(page) -> list[dict]:
+    """``{figure, kind, text, px}`` for every visible text of every figure on ``page`` (open details and
+    hidden-input toggles first: :func:`open_dark` does)."""
+    page.evaluate("document.fonts.ready.then(() => true)")
+    return page.evaluate(FONT_SIZES_JS)
+
+
+def font_size_problems(items: list[dict], minimum: float = MIN_FONT_PX) -> list[str]:
+    return [f"{t['kind']} {t['figure']}: text {t['text']!r} drawn at {t['px']:.1f} px (below {minimum:g} px)"
+            for t in items if t["px"] < minimum - 0.05]
 
 
 def contrast_problems(items: list[TextContrast], minimum: float = MIN_RATIO) -> list[str]:
