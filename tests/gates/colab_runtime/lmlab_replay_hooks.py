@@ -4,6 +4,9 @@
   over 127.0.0.1); any other connection fails with ``OSError(ENETUNREACH)`` and name lookups of other
   hosts with ``socket.gaierror``, as on a machine without network. (The replay also runs under
   ``unshare -n`` where the system allows it; this guard makes it offline everywhere.)
+* ``LMLAB_REPLAY_URL_MAP=JSON``: ``{URL: URL}``; a ``urllib`` request for a key goes to its value
+  instead (the replay maps the known texts' usual addresses to the loopback stand-in,
+  ``gates/hub_standin.py``; the hub itself is redirected by ``HF_ENDPOINT``).
 * ``LMLAB_REPLAY_GLUE_LOG=FILE``: record every ``lmlab.glue(name, value)`` call (name and the value's
   display data, as MyST-NB's ``glue`` would store it) as one JSON line in FILE, so the determinism test
   can compare the numbers the prose shows. The call itself still runs ``lmlab.glue`` unchanged: on
@@ -78,6 +81,25 @@ def block_network() -> None:
     socket.getaddrinfo = getaddrinfo
 
 
+# --- redirecting known URLs to the loopback stand-in -----------------------------------------------
+
+def redirect_urls(mapping: dict[str, str]) -> None:
+    """Send ``urllib`` requests for a URL in ``mapping`` to its stand-in (every opener goes through
+    ``OpenerDirector.open``)."""
+    import urllib.request
+
+    original_open = urllib.request.OpenerDirector.open
+
+    def open_(self, fullurl, data=None, timeout=socket._GLOBAL_DEFAULT_TIMEOUT):
+        if isinstance(fullurl, str) and fullurl in mapping:
+            fullurl = mapping[fullurl]
+        elif isinstance(fullurl, urllib.request.Request) and fullurl.full_url in mapping:
+            fullurl.full_url = mapping[fullurl.full_url]
+        return original_open(self, fullurl, data, timeout)
+
+    urllib.request.OpenerDirector.open = open_
+
+
 # --- recording lmlab.glue ------------------------------------------------------------------------
 
 def _record(log: str, name: str, value) -> None:
@@ -145,5 +167,7 @@ class _GlueRecorder(importlib.abc.MetaPathFinder):
 
 if os.environ.get("LMLAB_REPLAY_NO_NETWORK") == "1":
     block_network()
+if os.environ.get("LMLAB_REPLAY_URL_MAP"):
+    redirect_urls(json.loads(os.environ["LMLAB_REPLAY_URL_MAP"]))
 if os.environ.get("LMLAB_REPLAY_GLUE_LOG"):
     sys.meta_path.insert(0, _GlueRecorder(os.environ["LMLAB_REPLAY_GLUE_LOG"]))
