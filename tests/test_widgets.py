@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import re
+import subprocess
 
 import numpy as np
 import plotly.graph_objects as go
@@ -156,3 +157,53 @@ def test_bad_arguments():
         widgets.SamplingExplorer("not callable", ["a"])
     with pytest.raises(ValueError, match="sentences is empty"):
         widgets.AttentionExplorer(lambda s: (["a"], np.ones((1, 1, 1, 1))), [])
+
+
+# --- other versions: plotly 5, 6 and 7; ipywidgets 7 and 8 ------------------------------------------------
+# The book's environment has plotly 7 and ipywidgets 8 (the tests above). These run the same tests
+# (and lmlab.viz's) in a child pytest with plotly 6 (over the book's environment), and in Colab's own
+# environment (Python 3.13, plotly 5.24.1, ipywidgets 7.7.1: tools/colab_env.py, built by the replay).
+
+def _child_pytest(python, pythonpath: list[str], tmp_path) -> subprocess.CompletedProcess:
+    import os
+
+    from conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "LMLAB_BOOK"))}
+    env["PYTHONPATH"] = os.pathsep.join([*pythonpath, str(ROOT / "lib")])
+    return subprocess.run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "not other_versions",
+                           str(ROOT / "tests" / "test_widgets.py"), str(ROOT / "tests" / "test_viz.py")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
+
+
+def _pip_target(python, target, *specs) -> None:
+    proc = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-input", "--no-deps", "--target",
+                           str(target), *specs], capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        pytest.skip(f"could not fetch {specs} (no package index?): {proc.stderr[-500:]}")
+
+
+def test_widgets_and_figures_with_plotly_6_other_versions(tmp_path):
+    import sys
+
+    _pip_target(sys.executable, tmp_path / "plotly6", "plotly==6.9.0")
+    proc = _child_pytest(sys.executable, [str(tmp_path / "plotly6")], tmp_path)
+    assert proc.returncode == 0 and " passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
+def test_widgets_and_figures_on_colabs_versions_other_versions(tmp_path):
+    """plotly 5.24.1 and ipywidgets 7.7.1 on Python 3.13 (Colab's environment; pytest beside it)."""
+    import colab_env
+    from gates import replay
+
+    try:
+        base = replay.base_environment(None)
+    except (FileNotFoundError, RuntimeError) as err:
+        pytest.skip(f"no Colab environment here: {err}")
+    python = base / "bin" / "python"
+    _pip_target(python, tmp_path / "pytest", "pytest==9.2.0", "pluggy", "iniconfig", "hypothesis==6.170.17",
+                "sortedcontainers")
+    have = colab_env.installed(python)
+    assert have["plotly"] == "5.24.1" and have["ipywidgets"] == "7.7.1", have
+    proc = _child_pytest(python, [str(tmp_path / "pytest")], tmp_path)
+    assert proc.returncode == 0 and " passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
