@@ -22,6 +22,14 @@ cells that have none, by these rules, and never changes a type someone chose:
 * "Try it" admonitions and "What to notice" paragraphs: ``fragment``;
 * the aside for philosophers and cognitive scientists: ``subslide``;
 * any other markdown: ``-``.
+
+``build`` also makes every slide fit reveal.js's 1280 x 800 view without scrolling (:func:`fit_slides`):
+a code cell of more than :data:`MAX_CODE_LINES` lines is cut, between statements, over several
+vertical slides (its output on the last); an output that does not fit under its code gets a slide of its
+own; a long markdown cell (a summary) is cut between paragraphs and list items; a cell that would push a
+slide past the view starts the next vertical slide; figures are at most :data:`MAX_FIGURE_HEIGHT` px
+high. Code wraps instead of running off the right edge. Text stays at 19 px or more (no shrinking).
+``tests/test_slides.py`` measures every slide in Chromium.
 """
 from __future__ import annotations
 
@@ -39,6 +47,24 @@ sys.path.insert(0, str(ROOT / "tools"))
 import nbtools  # noqa: E402
 
 SLIDE_TYPES = {"slide", "subslide", "fragment", "-", "skip", "notes"}
+#: reveal.js's view (CSS px); every slide must fit it.
+VIEW_WIDTH, VIEW_HEIGHT = 1280, 800
+#: The height a slide's content may be estimated at (the rest is reveal's margin and estimation slack).
+BUDGET = 690
+#: Code cells longer than this are cut over several slides (each piece at most MAX_CODE_LINES - 2).
+MAX_CODE_LINES = 16
+MAX_FIGURE_HEIGHT = 640
+# Sizes of the deck's text (reveal.js's white theme and nbconvert's cell styles, measured in Chromium).
+_CODE_LINE, _CODE_CHARS, _CODE_PAD = 22.8, 100, 24
+_TEXT_LINE, _TEXT_CHARS, _PARAGRAPH = 26.0, 115, 30
+_ITEM_LINE = 32.0
+#: Extra CSS of every deck: code wraps, no In/Out prompts (room for code), no inner scroll bars.
+DECK_CSS = """<style>
+.reveal pre, .reveal pre code, .reveal .jp-OutputArea pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+.reveal .jp-InputPrompt, .reveal .jp-OutputPrompt { display: none; }
+.reveal .jp-RenderedHTMLCommon, .reveal .jp-RenderedMarkdown, .reveal .jp-OutputArea-output,
+.reveal .jp-InputArea-editor, .reveal .jp-CodeMirrorEditor, .reveal .highlight { overflow: visible; }
+</style>"""
 TEMPLATE_DIR = ROOT / "slides" / "template"
 REVEAL_DIR = ROOT / "slides" / "node_modules" / "reveal.js"
 
@@ -240,6 +266,243 @@ def myst_to_markdown(source: str, glue: dict[str, dict], bib: dict[str, tuple[st
     return "\n".join(out)
 
 
+# --- fitting the slides to the view -----------------------------------------------------------------
+
+def _kind(cell) -> str:
+    return cell.get("metadata", {}).get("slideshow", {}).get("slide_type", "-")
+
+
+def _set_kind(cell, kind: str) -> None:
+    cell.setdefault("metadata", {})["slideshow"] = {"slide_type": kind}
+
+
+def _tags(cell) -> set[str]:
+    return set(cell.get("metadata", {}).get("tags", []))
+
+
+def _wrapped(lines: list[str], width: int) -> int:
+    return sum(max(1, -(-len(line) // width)) for line in lines)
+
+
+def markdown_height(text: str) -> float:
+    """Estimated height (px) of a markdown cell on a slide."""
+    h, paragraph = 0.0, []
+
+    def flush():
+        nonlocal h, paragraph
+        if paragraph:
+            h += _TEXT_LINE * _wrapped([" ".join(paragraph)], _TEXT_CHARS) + _PARAGRAPH
+            paragraph = []
+
+    in_math = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("$$"):
+            flush()
+            h += 0 if in_math else 70
+            in_math = not in_math if stripped.count("$$") == 1 else in_math
+            continue
+        if in_math:
+            continue
+        if not stripped:
+            flush()
+        elif stripped.startswith("#"):
+            flush()
+            h += {1: 110, 2: 78, 3: 60}.get(len(stripped) - len(stripped.lstrip("#")), 50)
+        elif re.match(r"([*+-]|\d+\.)\s", stripped):
+            flush()
+            h += _ITEM_LINE * _wrapped([stripped], _TEXT_CHARS - 6)
+        elif stripped.startswith("|"):
+            flush()
+            h += 0 if set(stripped) <= set("|-: ") else 40
+        elif paragraph or not line.startswith("  "):
+            paragraph.append(stripped)
+        else:  # a list item's continuation line
+            h += _ITEM_LINE * _wrapped([stripped], _TEXT_CHARS - 6)
+    flush()
+    return h
+
+
+def _figure_height(html_text: str) -> float:
+    # the layout's height is the largest (table cells and markers have heights of their own)
+    heights = [float(h) for h in re.findall(r'"height":\s*(\d+(?:\.\d+)?)', html_text)]
+    h = min(max(heights), MAX_FIGURE_HEIGHT) if heights else 460.0
+    return h + (70 if '"sliders"' in html_text or '"updatemenus"' in html_text else 0)
+
+
+def output_height(out) -> float:
+    """Estimated height (px) of one output on a slide."""
+    kind = out.get("output_type")
+    if kind == "stream":
+        return _CODE_LINE * _wrapped(_text(out.get("text", "")).splitlines(), _CODE_CHARS) + _CODE_PAD
+    if kind == "error":
+        return _CODE_LINE * len(out.get("traceback", [])) + _CODE_PAD
+    data = out.get("data", {})
+    html_text = _text(data.get("text/html", ""))
+    if "plotly" in html_text or "application/vnd.plotly.v1+json" in data:
+        return _figure_height(html_text or json.dumps(data.get("application/vnd.plotly.v1+json", {}))) + 20
+    if "<svg" in html_text:
+        m = re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', html_text)
+        return (float(m.group(2)) * min(1.0, 1200 / float(m.group(1))) if m else 400.0) + 20
+    if html_text:
+        rows = html_text.count("<tr")
+        return 40.0 * rows + 30 if rows else _TEXT_LINE * max(1, html_text.count("<br") + html_text.count("<p")) + 30
+    if "image/png" in data or "image/jpeg" in data:
+        meta = out.get("metadata", {}).get("image/png", {}) or {}
+        return float(meta.get("height", 400)) + 20
+    if "text/markdown" in data:
+        return markdown_height(_text(data["text/markdown"]))
+    if "text/plain" in data:
+        return _CODE_LINE * _wrapped(_text(data["text/plain"]).splitlines(), _CODE_CHARS) + _CODE_PAD
+    return 0.0
+
+
+def code_height(source: str) -> float:
+    lines = source.rstrip("\n").splitlines()
+    return _CODE_LINE * _wrapped(lines, _CODE_CHARS) + _CODE_PAD if lines else 0.0
+
+
+def cell_height(cell) -> float:
+    if cell["cell_type"] == "markdown":
+        return markdown_height(_source(cell))
+    shown = not (_tags(cell) & {"remove-input", "hide-input"})
+    return (code_height(_source(cell)) if shown else 0.0) + sum(
+        output_height(o) for o in cell.get("outputs", []) if "remove-output" not in _tags(cell))
+
+
+def _code_pieces(source: str, limit: int = MAX_CODE_LINES - 2) -> list[str]:
+    """Cut code into pieces of at most ``limit`` lines, between top-level statements where it can."""
+    import ast
+
+    lines = source.rstrip("\n").split("\n")
+    try:
+        starts = sorted({node.lineno - 1 for node in ast.parse(source).body} | {len(lines)})
+        # a comment or blank line just above a statement goes with it
+        starts = [s for s in starts if s >= 0]
+    except SyntaxError:
+        starts = list(range(len(lines) + 1))
+    cuts, begin = [0], 0
+    for a, b in zip(starts, starts[1:]):
+        if b - begin > limit and a > begin:
+            cuts.append(a)
+            begin = a
+        while b - begin > limit:  # one statement longer than the limit: cut it by lines
+            begin += limit
+            cuts.append(begin)
+    cuts = sorted(set(cuts)) + [len(lines)]
+    pieces = ["\n".join(lines[a:b]).strip("\n") for a, b in zip(cuts, cuts[1:])]
+    return [p for p in pieces if p.strip()]
+
+
+def _markdown_pieces(text: str) -> list[str]:
+    """Cut markdown between paragraphs and list items into pieces that each fit the budget."""
+    blocks, current = [], []
+    for line in text.split("\n"):
+        starts_item = re.match(r"([*+-]|\d+\.)\s", line)
+        if (not line.strip() or starts_item) and current:
+            blocks.append("\n".join(current))
+            current = []
+        if line.strip():
+            current.append(line)
+    if current:
+        blocks.append("\n".join(current))
+    heading = blocks[0] if blocks and blocks[0].startswith("#") else None
+    pieces, piece = [], []
+    for block in blocks:
+        trial = "\n\n".join(piece + [block])
+        if piece and markdown_height(trial) > BUDGET:
+            pieces.append("\n\n".join(piece))
+            piece = [f"{heading} (continued)"] if heading and len(heading) < 80 else []
+        piece.append(block)
+    if piece:
+        pieces.append("\n\n".join(piece))
+    return pieces
+
+
+def fit_slides(nb) -> None:
+    """Cut and re-type cells so that every slide's estimated height fits :data:`BUDGET` (in place)."""
+    import copy
+
+    cells, height = [], 0.0
+    for cell in nb.cells:
+        kind = _kind(cell)
+        if "remove-cell" in _tags(cell) or kind in {"skip", "notes"}:
+            cells.append(cell)
+            continue
+        pieces = [cell]
+        if cell["cell_type"] == "code" and not (_tags(cell) & {"remove-input", "hide-input"}):
+            chunks = _code_pieces(_source(cell)) if len(_source(cell).splitlines()) > MAX_CODE_LINES else []
+            if len(chunks) > 1:
+                pieces = []
+                for j, chunk in enumerate(chunks):
+                    piece = copy.deepcopy(cell)
+                    piece.source = chunk
+                    if j < len(chunks) - 1:
+                        piece.outputs = []
+                    if j:
+                        _set_kind(piece, "subslide")
+                    pieces.append(piece)
+            last = pieces[-1]
+            if last.get("outputs") and cell_height(last) > BUDGET:
+                # the outputs on slides of their own, as many to a slide as fit
+                groups, group, h = [], [], 0.0
+                for out in last.outputs:
+                    oh = output_height(out)
+                    if group and h + oh > BUDGET:
+                        groups.append(group)
+                        group, h = [], 0.0
+                    group.append(out)
+                    h += oh
+                groups.append(group)
+                if code_height(_source(last)) + sum(output_height(o) for o in groups[0]) <= BUDGET:
+                    last.outputs, groups = groups[0], groups[1:]
+                else:
+                    last.outputs = []
+                for group in groups:
+                    shown = copy.deepcopy(last)
+                    shown.source = ""
+                    shown.outputs = group
+                    shown.metadata["tags"] = list(shown.metadata.get("tags", [])) + ["remove-input"]
+                    _set_kind(shown, "subslide")
+                    pieces.append(shown)
+        elif cell["cell_type"] == "markdown" and markdown_height(_source(cell)) > BUDGET:
+            texts = _markdown_pieces(_source(cell))
+            pieces = []
+            for j, text in enumerate(texts):
+                piece = copy.deepcopy(cell)
+                piece.source = text
+                if j:
+                    _set_kind(piece, "subslide")
+                pieces.append(piece)
+        for piece in pieces:
+            h = cell_height(piece)
+            if _kind(piece) in {"slide", "subslide"}:
+                height = h
+            elif height + h > BUDGET and height > 0:
+                _set_kind(piece, "subslide")
+                height = h
+            else:
+                height += h
+            cells.append(piece)
+    nb.cells = cells
+
+
+def _cap_figures(nb) -> None:
+    """Figures higher than MAX_FIGURE_HEIGHT are drawn at that height (plotly's layout height)."""
+    def cap(m: re.Match) -> str:
+        return f'"height": {MAX_FIGURE_HEIGHT}' if float(m.group(1)) > MAX_FIGURE_HEIGHT else m.group(0)
+
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if "text/html" in data and "plotly" in _text(data["text/html"]):
+                html_text = re.sub(r'"height":\s*(\d+(?:\.\d+)?)', cap, _text(data["text/html"]))
+                data["text/html"] = re.sub(  # the figure div's own style height
+                    r"height:\s*(\d+(?:\.\d+)?)px",
+                    lambda m: f"height:{MAX_FIGURE_HEIGHT}px" if float(m.group(1)) > MAX_FIGURE_HEIGHT else m.group(0),
+                    html_text)
+
+
 def build_deck(executed: Path, out_file: Path) -> int:
     """One executed chapter to one reveal.js deck; returns the number of top-level slides."""
     import nbformat
@@ -255,6 +518,8 @@ def build_deck(executed: Path, out_file: Path) -> int:
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = myst_to_markdown(_source(cell), glue, bib)
+    _cap_figures(nb)
+    fit_slides(nb)
     cfg = Config()
     cfg.TagRemovePreprocessor.enabled = True
     cfg.TagRemovePreprocessor.remove_cell_tags = {"remove-cell"}
@@ -264,7 +529,9 @@ def build_deck(executed: Path, out_file: Path) -> int:
     cfg.SlidesExporter.reveal_theme = "white"   # its fonts ship with reveal.js (no font CDN)
     cfg.SlidesExporter.reveal_transition = "slide"
     cfg.SlidesExporter.reveal_number = "c/t"
-    cfg.SlidesExporter.reveal_scroll = True
+    cfg.SlidesExporter.reveal_scroll = False   # every slide fits the view instead (fit_slides)
+    cfg.SlidesExporter.reveal_width = str(VIEW_WIDTH)
+    cfg.SlidesExporter.reveal_height = str(VIEW_HEIGHT)
     exporter = SlidesExporter(config=cfg, extra_template_basedirs=[str(TEMPLATE_DIR)],
                               template_name="lmlab-reveal")
     exporter.register_preprocessor(TagRemovePreprocessor(config=cfg), enabled=True)
@@ -272,6 +539,7 @@ def build_deck(executed: Path, out_file: Path) -> int:
                   if c.cell_type == "markdown" and _source(c).startswith("# ")), executed.stem)
     nb.metadata["title"] = title
     body, _ = exporter.from_notebook_node(nb)
+    body = body.replace("</head>", DECK_CSS + "\n</head>", 1)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(body, encoding="utf-8")
     return body.count('<section>\n<section>') or body.count("<section")
