@@ -1,17 +1,25 @@
-"""Real public-domain text for readers who are online: download once, check, cache.
+"""Real public-domain text: tiny Shakespeare ships with lmlab; other texts download once, checked, cached.
 
->>> text = load_text("tinyshakespeare")          # doctest: +SKIP
->>> len(text)                                    # doctest: +SKIP
+>>> text = load_text("tinyshakespeare")          # shipped with lmlab: no network
+>>> len(text)
 1115394
+>>> train, val = load_split("tinyshakespeare")   # the usual split: first 90% / last 10% of the characters
+>>> len(train), len(val)
+(1003854, 111540)
 
-A download goes to a temporary file in the cache folder (``lmlab.env.cache_dir("texts")``) and is
+A text that ships with the package (``lmlab/corpora/NAME.txt.xz``, with a JSON record) is read from
+there, offline, and checked against its SHA-256 on every first load of a session. Any other known
+text is downloaded: a download goes to a temporary file in the cache folder (``lmlab.env.cache_dir("texts")``) and is
 renamed into place only after its SHA-256 matches, so the cache never holds a partial or wrong file.
 Offline, or when the checksum does not match, :func:`load_text` raises within a few seconds with
 the cause, and points to the built-in toy language (``lmlab.corpus.toy()``), which needs no network.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
+import lzma
 import os
 import tempfile
 import threading
@@ -23,6 +31,12 @@ from pathlib import Path
 
 from . import checks
 from .env import cache_dir
+
+__all__ = ["load_text", "load_split", "split_text", "shipped_texts", "shipped_record", "TRAIN_FRACTION", "SOURCES", "TextLoadError",
+           "DownloadError", "ChecksumError"]
+
+CORPORA_DIR = Path(__file__).parent / "corpora"  # texts shipped as package data (NAME.txt.xz + NAME.json)
+TRAIN_FRACTION = 0.9  # the usual split: the first 90% of the characters train, the last 10% validate
 
 OFFLINE_HINT = ("The built-in toy language needs no network: lmlab.corpus.toy().text(n_sentences, seed=0) "
                 "gives as much text as you like.")
@@ -75,7 +89,8 @@ def load_text(name_or_path: str | os.PathLike, sha256: str | None = None, url: s
               timeout: float = 4.0) -> str:
     """Load a known public-domain text by name, or a local text file.
 
-    ``load_text("tinyshakespeare")`` downloads the text on first use (from ``url``, default the
+    ``load_text("tinyshakespeare")`` reads the copy shipped with lmlab (no network; its SHA-256 is
+    checked). A known text that does not ship downloads on first use (from ``url``, default the
     source's usual address), checks its SHA-256 (``sha256`` overrides the known one) and caches it
     under ``lmlab.env.cache_dir("texts")``; later calls read the cache without any request.
 
@@ -91,6 +106,10 @@ def load_text(name_or_path: str | os.PathLike, sha256: str | None = None, url: s
     if sha256 is not None and (not isinstance(sha256, str) or len(sha256) != 64):
         raise ValueError(f"sha256 must be a 64-character hex digest, got {sha256!r}")
     key = os.fspath(name_or_path)
+    if key in SOURCES and url is None and (sha256 is None or sha256.lower() == SOURCES[key].sha256):
+        shipped = _load_shipped(key)
+        if shipped is not None:
+            return shipped
     if key in SOURCES:
         return _load_known(key, SOURCES[key], sha256 or SOURCES[key].sha256, url or SOURCES[key].url, timeout)
     path = Path(key).expanduser()
@@ -102,6 +121,56 @@ def load_text(name_or_path: str | os.PathLike, sha256: str | None = None, url: s
         raise ChecksumError(f"checksum mismatch for {path}: expected sha256 {sha256.lower()}, got {_sha256(data)}. "
                             f"{OFFLINE_HINT}")
     return _decode(data, str(path))
+
+
+def shipped_texts() -> list[str]:
+    """Names of the texts that ship with lmlab (readable offline)."""
+    return sorted(name for name, source in SOURCES.items() if (CORPORA_DIR / (source.filename + ".xz")).is_file())
+
+
+@functools.lru_cache(maxsize=4)
+def _load_shipped(name: str) -> str | None:
+    """The shipped text ``name`` (decompressed and checked), or None if lmlab does not ship it."""
+    source = SOURCES[name]
+    path = CORPORA_DIR / (source.filename + ".xz")
+    if not path.is_file():
+        return None
+    try:
+        data = lzma.decompress(path.read_bytes())
+    except lzma.LZMAError as err:
+        raise ChecksumError(f"lmlab's shipped copy of {name!r} ({path}) is damaged ({err}); reinstall lmlab") from None
+    if _sha256(data) != source.sha256:
+        raise ChecksumError(f"lmlab's shipped copy of {name!r} ({path}) is damaged: sha256 {_sha256(data)}, expected "
+                            f"{source.sha256}; reinstall lmlab")
+    return _decode(data, str(path))
+
+
+def split_text(text: str, train_fraction: float = TRAIN_FRACTION) -> tuple[str, str]:
+    """``(train, validation)``: the first ``int(train_fraction * len(text))`` characters, and the rest.
+
+    The usual split of tiny Shakespeare (char-rnn, nanoGPT): 90% / 10% by characters, in order, so the
+    validation text is a different stretch of the plays (the end of the file), not a random sample.
+    """
+    checks.check_str(text, "text")
+    checks.check_real(train_fraction, "train_fraction", 0, 1, low_open=True, high_open=True)
+    n = int(train_fraction * len(text))
+    return text[:n], text[n:]
+
+
+def load_split(name_or_path: str | os.PathLike = "tinyshakespeare",
+               train_fraction: float = TRAIN_FRACTION) -> tuple[str, str]:
+    """``split_text(load_text(name_or_path), train_fraction)``: the training and validation text."""
+    return split_text(load_text(name_or_path), train_fraction)
+
+
+def shipped_record(name: str) -> dict:
+    """The JSON record of a shipped text (``lmlab/corpora/NAME.json``): source, size, hash, split."""
+    if name not in SOURCES:
+        raise ValueError(f"unknown text {name!r}; known: {', '.join(sorted(SOURCES))}")
+    path = CORPORA_DIR / (SOURCES[name].filename.rsplit(".", 1)[0] + ".json")
+    if not path.is_file():
+        raise FileNotFoundError(f"lmlab ships no record for {name!r} ({path} is missing)")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _load_known(name: str, source: TextSource, sha256: str, url: str, timeout: float) -> str:

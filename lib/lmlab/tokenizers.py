@@ -18,6 +18,11 @@ tokenizer          input domain (round-trips exactly)       input outside the do
 ``WordTokenizer``  words of the vocabulary separated by     each unknown word -> ``<unk>``;
                    single spaces (no leading/trailing       other whitespace decodes as one
                    whitespace)                              space
+``TextWord-``      real text, lowercased: words, single     each unknown word -> ``<unk>``;
+``Tokenizer``      punctuation marks and line breaks as     case and spacing are normalised
+                   tokens (``decode`` writes them
+                   separated by single spaces, no space
+                   around a line break)
 ``BPETokenizer``   any text over the training alphabet,     each unseen character -> ``<unk>``
                    without the marker "▁" (U+2581);         (byte-level: every text is in the
                    byte-level: any text at all              domain, nothing is unknown)
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import os
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -216,7 +222,7 @@ class Tokenizer:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path} is not a tokenizer JSON file ({e})") from None
         kind = state.get("lmlab_tokenizer") if isinstance(state, dict) else None
-        classes = {c.kind: c for c in (CharTokenizer, WordTokenizer, BPETokenizer)}
+        classes = {c.kind: c for c in (CharTokenizer, WordTokenizer, TextWordTokenizer, BPETokenizer)}
         if kind not in classes:
             raise ValueError(f"{path} is not an lmlab tokenizer file (its 'lmlab_tokenizer' is {kind!r}, "
                              f"expected one of {sorted(classes)})")
@@ -328,6 +334,89 @@ class WordTokenizer(Tokenizer):
 
     def _decode_ids(self, ids: list[int]) -> str:
         return " ".join(self.id_to_token(i) for i in ids)
+
+
+# A word: letters with apostrophes inside ("o'er", "know't"); a number; else one character (punctuation),
+# a line break included; other whitespace separates. Special tokens in the text are read as themselves.
+_TEXT_TOKEN = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS) +
+                         r"|[^\W\d_]+(?:'[^\W\d_]+)*|\d+|\n|[^\s]")
+
+
+class TextWordTokenizer(WordTokenizer):
+    """Whole words of real text, lowercased, with punctuation marks and line breaks as tokens of their own.
+
+    ``"First Citizen:\nBefore we proceed"`` -> ``first citizen : \n before we proceed``. A word is a run
+    of letters, with apostrophes inside it kept (``"o'er"``, ``"know't"``); a number is a run of digits;
+    every other character but whitespace is a token by itself; ``"\n"`` (a line break) is a token. The
+    vocabulary (:meth:`from_text`) is the most frequent tokens of a training text, capped at
+    ``max_words``; every other word maps to ``<unk>``. ``decode`` writes tokens separated by single
+    spaces, with no space around a line break; :meth:`pretty` also attaches punctuation to the word
+    before it, for reading. Special token strings in the text (``"the <mask> of"``) are read as special
+    tokens, so a masked model's blank is written as in the toy language.
+
+    Domain (``decode(encode(t)) == t``): lowercase text in the form ``decode`` writes, over the
+    vocabulary.
+    """
+
+    kind = "textword"
+
+    def __init__(self, words: Sequence[str], eos_token: str = EOS):
+        bad = [w for w in words if not isinstance(w, str) or not w
+               or (w != "\n" and (w != w.strip() or len(w.split()) != 1))]
+        if bad:
+            raise ValueError(f"words must be non-empty strings without whitespace (or a line break), got {bad[:5]}")
+        Tokenizer.__init__(self, words, eos_token=eos_token)
+
+    @staticmethod
+    def split(text: str) -> list[str]:
+        """The token strings of ``text`` (lowercased; before any vocabulary is applied)."""
+        return _TEXT_TOKEN.findall(_check_text(text).lower())
+
+    @classmethod
+    def from_text(cls, text: str, max_words: int | None = 4000, min_count: int = 1,
+                  eos_token: str = EOS) -> "TextWordTokenizer":
+        """A vocabulary of the ``max_words`` most frequent tokens of ``text`` (ties alphabetical),
+        each seen at least ``min_count`` times; ``max_words=None``: no cap. Deterministic."""
+        checks.check_int(min_count, "min_count", 1)
+        checks.check_int(max_words, "max_words", 1, allow_none=True)
+        counts = Counter(cls.split(text))
+        words = sorted((w for w, c in counts.items() if c >= min_count and w not in SPECIAL_TOKENS),
+                       key=lambda w: (-counts[w], w))
+        if max_words is not None:
+            words = words[:max_words]
+        if eos_token != EOS and eos_token not in words:
+            words.append(eos_token)
+        return cls(words, eos_token=eos_token)
+
+    def encode_tokens(self, tokens: Sequence[str]) -> list[int]:
+        """Ids of an already split list of words (lowercased; unknown words -> ``<unk>``)."""
+        unk, index = self.unk_id, self._index
+        return [index.get(w if w in index else w.lower(), unk) for w in tokens]
+
+    def _encode(self, text: str) -> list[int]:
+        unk, index = self.unk_id, self._index
+        return [index.get(w, unk) for w in self.split(text)]
+
+    def _decode_ids(self, ids: list[int]) -> str:
+        out: list[str] = []
+        for i in ids:
+            token = self.id_to_token(i)
+            if out and token != "\n" and out[-1] != "\n":
+                out.append(" ")
+            out.append(token)
+        return "".join(out)
+
+    def coverage(self, text: str) -> float:
+        """The share of ``text``'s tokens that are in the vocabulary (not ``<unk>``)."""
+        ids = self.encode(text)
+        return sum(i != self.unk_id for i in ids) / max(1, len(ids))
+
+    def pretty(self, ids: Sequence[int] | torch.Tensor, skip_special: bool = False) -> str:
+        """``decode`` for reading: punctuation attached to the word before it (``"lord , sir ."`` ->
+        ``"lord, sir."``). Not a round trip (case is lost anyway)."""
+        text = self.decode(ids, skip_special=skip_special)
+        text = re.sub(r" ([,.;:!?])", r"\1", text)
+        return re.sub(r"(^|\n)([a-z])", lambda m: m.group(1) + m.group(2).upper(), text)
 
 
 class BPETokenizer(Tokenizer):

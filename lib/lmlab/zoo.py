@@ -37,6 +37,7 @@ previous sentence) before a sentence's first word, as in training, where sentenc
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -59,6 +60,11 @@ EVAL_SEED = 12345  # held-out sentences for gaps (benchmark 4, the chapters); no
 # Modules whose source shapes a trained zoo model; their text is part of the cache key.
 _CODE_MODULES = ("corpus.py", "tokenizers.py", "data.py", "models.py", "train.py", "zoo.py")
 WEIGHTS_DIR = Path(__file__).parent / "weights"  # the shipped models (package data)
+CORPORA = ("toy", "shakespeare")  # what a ZooSpec trains on
+TEXT_VOCAB_WORDS = 4000  # word models of real text: the most frequent tokens of the training text, + specials
+# The validation measure of real-text models: the mean loss over this many random windows of the
+# validation stream (benchmarks/nanogpt_recipe.py's 200-batch estimate), drawn with VAL_SEED.
+VAL_BATCHES, VAL_SEED = 200, 2024
 # The fixed input of a model's fingerprint: logits on these ids are recorded when a model is shipped.
 _FINGERPRINT_LEN = 12
 
@@ -73,7 +79,13 @@ class ZooSpec:
     validation stream ``val_sentences`` more with ``data_seed + 1``; ``seed`` seeds the initial weights.
     ``layout="stream"`` trains on random windows of the running text; ``"sentences"`` on rows that start
     with ``"."`` and hold whole sentences (packed, padded), so every predicted token sees its whole
-    sentence, as in the evaluation. ``threads``: the CPU threads torch trains with, whatever the caller
+    sentence, as in the evaluation. ``corpus="shakespeare"``: the model trains on tiny Shakespeare
+    (shipped with lmlab, :func:`lmlab.texts.load_split`): random windows of the token stream of the
+    first 90% of the text, validated on the last 10%; ``"word"`` is then a
+    :class:`~lmlab.tokenizers.TextWordTokenizer` (lowercased words, punctuation and line breaks; the
+    :data:`TEXT_VOCAB_WORDS` most frequent tokens of the training text, the rest ``<unk>``), ``"char"``
+    the characters of the training text; ``variant``, ``*_sentences`` and ``data_seed`` play no part.
+    ``threads``: the CPU threads torch trains with, whatever the caller
     set: float sums split over a different number of threads round differently, so the same recipe on
     another thread count gives a (slightly) different model, and a chapter that set one thread for its
     own work would otherwise train a different model than the book did.
@@ -91,6 +103,7 @@ class ZooSpec:
     seed: int = 0
     layout: str = "stream"
     threads: int = 2
+    corpus: str = "toy"                 # "toy" | "shakespeare"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or "/" in self.name or os.sep in self.name:
@@ -99,6 +112,11 @@ class ZooSpec:
             raise ValueError(f"layout must be 'stream' or 'sentences', got {self.layout!r}")
         if self.tokenizer not in ("word", "char"):
             raise ValueError(f"tokenizer must be 'word' or 'char', got {self.tokenizer!r}")
+        if self.corpus not in CORPORA:
+            raise ValueError(f"corpus must be one of {', '.join(map(repr, CORPORA))}, got {self.corpus!r}")
+        if self.corpus != "toy" and self.layout != "stream":
+            raise ValueError(f"a real text trains on windows of its running text: layout must be 'stream' for "
+                             f"corpus={self.corpus!r}, got {self.layout!r}")
         if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1:
             raise ValueError(f"threads must be an int >= 1 (CPU threads to train with), got {self.threads!r}")
         for name in ("train_sentences", "val_sentences"):
@@ -125,6 +143,16 @@ class ZooSpec:
 # higher at the same cost; 40% no better); lr 1.5e-2 (2e-2 was unstable); 1100 steps (~24 s; gaps 0.39
 # and 0.33 after 1000 and 1200). Its gap stays near 0.35: predicting a word from both sides is learned
 # more slowly. toy-char: lr 2e-2 (gap ~0.6 nats/word, against ~0.69 at 1.5e-2).
+# Tiny Shakespeare (issue 21), each trained once on 2 CPU threads and shipped (float16):
+# * shakespeare-gpt / -bert: one TextWordTokenizer (4,000 most frequent tokens of the training text,
+#   92.6% of the validation tokens), so both fill the same word blank; 4 layers, width 192, context 64
+#   words, dropout 0.1 (about 5 passes over the 263k training tokens); the masked one masks 30% (as
+#   toy-bert). Each must train in under 30 min.
+# * shakespeare-char: 4 layers, width 256, context 128, rotary (nanoGPT's CPU recipe with rotary
+#   positions ended 0.1 nats lower than with learned ones, benchmark 3); lr 3e-3. Must reach a
+#   validation loss <= 1.60 nats/char (200-batch estimate) in under 45 min.
+SHAKESPEARE_WORD_STEPS = 500
+SHAKESPEARE_CHAR_STEPS = 1600
 SPECS: dict[str, ZooSpec] = {
     spec.name: spec for spec in [
         ZooSpec(
@@ -156,6 +184,35 @@ SPECS: dict[str, ZooSpec] = {
             train=dict(steps=600, batch_size=16, lr=2e-2, min_lr=2e-3, warmup_steps=50, weight_decay=0.1,
                        betas=(0.9, 0.99), grad_clip=1.0, eval_every=0, eval_batches=10),
             train_sentences=40_000,
+        ),
+        ZooSpec(
+            name="shakespeare-gpt",
+            description="causal transformer (GPT-style), word level, on tiny Shakespeare",
+            tokenizer="word", corpus="shakespeare",
+            model=dict(context_length=64, n_layer=4, n_head=4, d_model=192, d_ff=768, activation="gelu_tanh",
+                       positions="rotary", dropout=0.1),
+            train=dict(steps=SHAKESPEARE_WORD_STEPS, batch_size=32, lr=3e-3, min_lr=3e-4, warmup_steps=100,
+                       weight_decay=0.1, betas=(0.9, 0.99), grad_clip=1.0, eval_every=100, eval_batches=10),
+        ),
+        ZooSpec(
+            name="shakespeare-bert",
+            description="masked transformer (BERT-style), word level, on tiny Shakespeare (same tokenizer as "
+                        "shakespeare-gpt)",
+            tokenizer="word", corpus="shakespeare",
+            model=dict(context_length=64, n_layer=4, n_head=4, d_model=192, d_ff=768, activation="gelu_tanh",
+                       positions="rotary", dropout=0.1, causal=False),
+            train=dict(steps=SHAKESPEARE_WORD_STEPS, batch_size=32, lr=3e-3, min_lr=3e-4, warmup_steps=100,
+                       weight_decay=0.1, betas=(0.9, 0.99), grad_clip=1.0, eval_every=100, eval_batches=10,
+                       mask_prob=0.3),
+        ),
+        ZooSpec(
+            name="shakespeare-char",
+            description="causal transformer, character level, on tiny Shakespeare",
+            tokenizer="char", corpus="shakespeare",
+            model=dict(context_length=128, n_layer=4, n_head=4, d_model=256, d_ff=1024, activation="gelu_tanh",
+                       positions="rotary"),
+            train=dict(steps=SHAKESPEARE_CHAR_STEPS, batch_size=32, lr=3e-3, min_lr=3e-4, warmup_steps=100,
+                       weight_decay=0.1, betas=(0.9, 0.99), grad_clip=1.0, eval_every=200, eval_batches=10),
         ),
     ]
 }
@@ -209,15 +266,56 @@ def _spec(name: str | ZooSpec) -> ZooSpec:
     return SPECS[name]
 
 
+@dataclass(frozen=True)
+class TextCorpus:
+    """A real text split for training (``train``: the first 90%) and validation (``val``: the rest)."""
+
+    name: str
+    train: str
+    val: str
+    sha256: str
+
+    def describe(self) -> str:
+        return f"{self.name}: sha256 {self.sha256}, {len(self.train)} + {len(self.val)} characters"
+
+
+@functools.lru_cache(maxsize=2)
+def text_corpus(name: str = "shakespeare") -> TextCorpus:
+    """The real text a ``corpus=name`` spec trains on (tiny Shakespeare, shipped with lmlab), split."""
+    from . import texts
+
+    if name != "shakespeare":
+        raise ValueError(f"no real text named {name!r}; the zoo's real text is 'shakespeare'")
+    train, val = texts.load_split("tinyshakespeare")
+    return TextCorpus("tinyshakespeare", train, val, texts.SOURCES["tinyshakespeare"].sha256)
+
+
 def _language(spec: ZooSpec):
     from . import corpus
 
+    if spec.corpus != "toy":
+        return text_corpus(spec.corpus)
     return corpus.toy(spec.variant)
 
 
-def _tokenizer(spec: ZooSpec, lang: Any):
-    from .tokenizers import CharTokenizer, WordTokenizer
+@functools.lru_cache(maxsize=4)
+def _text_vocab(corpus_name: str, kind: str) -> tuple[str, ...]:
+    from .tokenizers import CharTokenizer, TextWordTokenizer
 
+    train = text_corpus(corpus_name).train
+    if kind == "word":
+        tok = TextWordTokenizer.from_text(train, max_words=TEXT_VOCAB_WORDS)
+    else:
+        tok = CharTokenizer.from_text(train)
+    return tuple(tok.vocab[len(tok.special_tokens):])
+
+
+def _tokenizer(spec: ZooSpec, lang: Any):
+    from .tokenizers import CharTokenizer, TextWordTokenizer, WordTokenizer
+
+    if spec.corpus != "toy":  # the tokens of the training text (cached: the same for every load)
+        words = list(_text_vocab(spec.corpus, spec.tokenizer))
+        return TextWordTokenizer(words) if spec.tokenizer == "word" else CharTokenizer(words)
     if spec.tokenizer == "word":
         return WordTokenizer.for_toy(lang)
     # every character any sentence can contain: the letters of the vocabulary and the space
@@ -234,7 +332,10 @@ def cache_key(name: str | ZooSpec) -> str:
     h.update(FORMAT.encode())
     h.update(__version__.encode())
     h.update(json.dumps(asdict(spec), sort_keys=True, default=str).encode())
-    h.update(json.dumps(list(lang.vocab)).encode())
+    if isinstance(lang, TextCorpus):
+        h.update(f"{lang.name} {lang.sha256} {len(lang.train)} {TEXT_VOCAB_WORDS}".encode())
+    else:
+        h.update(json.dumps(list(lang.vocab)).encode())
     describe_fn = getattr(lang, "describe", None)
     if callable(describe_fn):
         h.update(str(describe_fn()).encode())
@@ -272,10 +373,12 @@ def _build_model(spec: ZooSpec, vocab_size: int):
 
 def _train(spec: ZooSpec, lang: Any, tokenizer: Any, device: str | None, verbose: bool):
     from . import data
-    from .train import TrainConfig, train
 
     t0 = time.perf_counter()
     with env.fixed_seeds():  # the spec's seeds define the model: no reader's seed offset applies
+        if isinstance(lang, TextCorpus):
+            train_ids, val_ids = _text_ids(lang, tokenizer)
+            return _fit(spec, tokenizer, train_ids, val_ids, device, verbose, time.perf_counter() - t0)
         train_sents = lang.sentences(spec.train_sentences, seed=spec.data_seed)
         val_ids = data.stream_ids(lang.sentences(spec.val_sentences, seed=spec.data_seed + 1), tokenizer)
         if spec.layout == "sentences":
@@ -288,7 +391,19 @@ def _train(spec: ZooSpec, lang: Any, tokenizer: Any, device: str | None, verbose
                 train_ids = data.sentence_rows(train_sents, tokenizer, max_len=width)
         else:
             train_ids = data.stream_ids(train_sents, tokenizer)
-        data_seconds = time.perf_counter() - t0
+        return _fit(spec, tokenizer, train_ids, val_ids, device, verbose, time.perf_counter() - t0)
+
+
+def _text_ids(lang: TextCorpus, tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training and validation text as token streams (LongTensors)."""
+    return (torch.tensor(tokenizer.encode(lang.train), dtype=torch.long),
+            torch.tensor(tokenizer.encode(lang.val), dtype=torch.long))
+
+
+def _fit(spec: ZooSpec, tokenizer: Any, train_ids, val_ids, device: str | None, verbose: bool, data_seconds: float):
+    from .train import TrainConfig, train
+
+    with env.fixed_seeds():
         env.seed_everything(spec.seed)
         model = _build_model(spec, tokenizer.vocab_size)
         config = TrainConfig(**{**spec.train, "seed": spec.seed, "device": device})
@@ -497,6 +612,9 @@ def gap(name: str | ZooSpec, n_sentences: int = 2000, model=None, tokenizer=None
     from . import data
 
     spec = _spec(name)
+    if spec.corpus != "toy":
+        raise ValueError(f"{spec.name!r} models real text ({spec.corpus}), where no exact distribution exists, so "
+                         f"there is no gap to it: its measure is the validation loss, zoo.val_loss({spec.name!r})")
     if not isinstance(n_sentences, int) or isinstance(n_sentences, bool) or n_sentences < 1:
         raise ValueError(f"n_sentences must be an int >= 1 (held-out sentences to average over), got {n_sentences!r}")
     if (model is None) != (tokenizer is None):
@@ -504,6 +622,96 @@ def gap(name: str | ZooSpec, n_sentences: int = 2000, model=None, tokenizer=None
     if model is None:
         model, tokenizer = load(spec, verbose=False)
     return data.exact_gap(model, tokenizer, _language(spec), held_out_sentences(n_sentences, spec.variant))
+
+
+@dataclass
+class ValLoss:
+    """A model's loss on the validation stream of its corpus (:func:`val_loss`).
+
+    ``nats_per_token``: the mean cross-entropy over ``n_batches`` random windows (``batch_size`` x the
+    model's context; masked models: over the masked positions, masked as in training).
+    ``nats_per_char``: the same per character of the validation text, ``nats_per_token x tokens /
+    characters`` (the stream's tokens per character); for a character model the two are equal. Word
+    models map rare words to ``<unk>``, which is cheaper to predict than the word itself, so their
+    per-character figure is a little optimistic next to a character model's.
+    """
+
+    nats_per_token: float
+    nats_per_char: float | None
+    tokens: int
+    characters: int | None
+    n_batches: int
+    batch_size: int
+    context: int
+    seed: int
+    unk_share: float
+
+
+def val_loss(name: str | ZooSpec, n_batches: int = VAL_BATCHES, *, seed: int = VAL_SEED, batch_size: int | None = None,
+             model=None, tokenizer=None) -> ValLoss:
+    """A zoo model's validation loss: the mean over ``n_batches`` seeded random windows of the validation
+    stream (for Shakespeare models the last 10% of the text; for toy ones the spec's validation sentences).
+
+    The default (200 batches of the spec's batch size, seed 2024) is the 200-batch estimate of
+    ``benchmarks/nanogpt_recipe.py``; it is the shipped record's measure for real text. A fixed input:
+    the same whatever the reader's seed offset. Returns a :class:`ValLoss`.
+    """
+    from . import data, train as train_mod
+
+    spec = _spec(name)
+    checks_int = lambda v, what: (isinstance(v, int) and not isinstance(v, bool) and v >= 1)  # noqa: E731
+    if not checks_int(n_batches, "n_batches"):
+        raise ValueError(f"n_batches must be an int >= 1, got {n_batches!r}")
+    if batch_size is not None and not checks_int(batch_size, "batch_size"):
+        raise ValueError(f"batch_size must be an int >= 1 or None (the spec's), got {batch_size!r}")
+    env.check_seed(seed, "seed")
+    if (model is None) != (tokenizer is None):
+        raise ValueError("pass both model and tokenizer, or neither (then the zoo model is loaded)")
+    if model is None:
+        model, tokenizer = load(spec, verbose=False)
+    lang = _language(spec)
+    with env.fixed_seeds():
+        if isinstance(lang, TextCorpus):
+            val_ids = _text_ids_val(spec.corpus, tokenizer)
+            chars = len(lang.val)
+        else:
+            val_ids = data.stream_ids(lang.sentences(spec.val_sentences, seed=spec.data_seed + 1), tokenizer)
+            chars = None
+    causal = bool(getattr(model, "causal", True))
+    objective = "next" if causal else "masked"
+    context = spec.train.get("context") or model.config.context_length
+    bs = batch_size or spec.train.get("batch_size", 32)
+    g = torch.Generator().manual_seed(seed)
+    batches = train_mod._Batches(val_ids, objective, bs, context, spec.train.get("mask_prob", 0.15), tokenizer, g)
+    device = next(model.parameters()).device
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)  # the same sums as when the record was made
+    try:
+        loss = train_mod.evaluate(model, batches, n_batches, device)
+    finally:
+        torch.set_num_threads(old_threads)
+    n = len(val_ids)
+    unk = float((val_ids == tokenizer.unk_id).float().mean())
+    return ValLoss(nats_per_token=loss, nats_per_char=loss * n / chars if chars else None, tokens=n, characters=chars,
+                   n_batches=n_batches, batch_size=bs, context=context, seed=seed, unk_share=unk)
+
+
+@functools.lru_cache(maxsize=4)
+def _val_stream(corpus_name: str, kind: str, vocab: tuple) -> torch.Tensor:
+    lang = text_corpus(corpus_name)
+    from .tokenizers import CharTokenizer, TextWordTokenizer
+
+    tok = TextWordTokenizer(list(vocab)) if kind == "word" else CharTokenizer(list(vocab))
+    return torch.tensor(tok.encode(lang.val), dtype=torch.long)
+
+
+def _text_ids_val(corpus_name: str, tokenizer: Any) -> torch.Tensor:
+    """The validation text of ``corpus_name`` as ``tokenizer``'s token stream (cached per vocabulary)."""
+    from .tokenizers import CharTokenizer
+
+    kind = "char" if isinstance(tokenizer, CharTokenizer) else "word"
+    vocab = tuple(tokenizer.vocab[len(tokenizer.special_tokens):])
+    return _val_stream(corpus_name, kind, vocab).clone()
 
 
 # --- making the shipped files: python -m lmlab.zoo ----------------------------------------------------
@@ -544,31 +752,82 @@ def ship(name: str, *, out_dir: Path | None = None, gap_sentences: int = 2000, v
     return _write_shipped(spec, model, tokenizer, run, wall, Path(out_dir) if out_dir else WEIGHTS_DIR, gap_sentences)
 
 
+# Real-text models ship in float16 (half the bytes) when that changes their validation loss by less than
+# this (nats/token); the record keeps both losses. A test recomputes CHECK_BATCHES of it from the weights.
+FLOAT16_TOLERANCE = 0.005
+CHECK_BATCHES, CHECK_SEED = 8, 7
+
+
+def _text_measures(spec: ZooSpec, model, tokenizer, path: Path) -> tuple[dict, Any]:
+    """Save ``model`` to ``path`` (float16 if its validation loss moves by < FLOAT16_TOLERANCE, else
+    float32); returns the record's ``"val"`` entry and the model as shipped (read back from ``path``)."""
+    import copy
+
+    from safetensors.torch import load_model, save_model
+
+    full = val_loss(spec, model=model, tokenizer=tokenizer)
+    half = copy.deepcopy(model).half()
+    save_model(half, str(path), metadata={"format": FORMAT, "name": spec.name, "dtype": "float16"})
+    shipped = _build_model(spec, tokenizer.vocab_size)
+    load_model(shipped, str(path), strict=True)  # float16 values into the float32 model
+    shipped.eval()
+    measured = val_loss(spec, model=shipped, tokenizer=tokenizer)
+    change = measured.nats_per_token - full.nats_per_token
+    dtype = "float16"
+    if abs(change) >= FLOAT16_TOLERANCE:
+        save_model(model, str(path), metadata={"format": FORMAT, "name": spec.name, "dtype": "float32"})
+        shipped, measured, dtype = model, full, "float32"
+    check = val_loss(spec, CHECK_BATCHES, seed=CHECK_SEED, model=shipped, tokenizer=tokenizer)
+    entry = {**asdict(measured), "storage": dtype, "float32_nats_per_token": full.nats_per_token,
+             "float16_change": change, "float16_tolerance": FLOAT16_TOLERANCE,
+             "check": {"n_batches": CHECK_BATCHES, "seed": CHECK_SEED, "nats_per_token": check.nats_per_token},
+             "measure": f"mean loss over {measured.n_batches} random validation windows of {measured.batch_size} x "
+                        f"{measured.context} tokens (seed {measured.seed}), the last 10% of tiny Shakespeare"}
+    return entry, shipped
+
+
 def _write_shipped(spec: ZooSpec, model, tokenizer, run: ZooInfo, wall: float, out_dir: Path,
                    gap_sentences: int) -> dict:
     import safetensors
     from safetensors.torch import save_model
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    held = gap(spec, n_sentences=gap_sentences, model=model, tokenizer=tokenizer)
     path = out_dir / f"{spec.name}.safetensors"
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    save_model(model, str(tmp), metadata={"format": FORMAT, "name": spec.name})
+    measures: dict = {}
+    if spec.corpus == "toy":
+        held = gap(spec, n_sentences=gap_sentences, model=model, tokenizer=tokenizer)
+        measures["gap"] = {"nats_per_word": held.gap, "sentences": gap_sentences, "eval_seed": EVAL_SEED}
+        save_model(model, str(tmp), metadata={"format": FORMAT, "name": spec.name})
+    else:
+        measures["val"], model = _text_measures(spec, model, tokenizer, tmp)
+        text = text_corpus(spec.corpus)
+        measures["corpus"] = {"name": text.name, "sha256": text.sha256, "train_characters": len(text.train),
+                              "val_characters": len(text.val), "vocab_size": tokenizer.vocab_size,
+                              "tokenizer": type(tokenizer).__name__}
     os.replace(tmp, path)
     record = {
         "format": FORMAT, "name": spec.name, "description": spec.description, "sha256": _sha256(path),
         "bytes": path.stat().st_size, "key": run.key, "spec": asdict(spec), "steps": run.steps,
         "tokens_seen": run.tokens_seen, "seconds": run.seconds, "wall_seconds": wall,
         "tokens_per_second": run.tokens_per_second, "data_seconds": run.data_seconds,
-        "final_train_loss": run.final_train_loss, "final_val_loss": run.final_val_loss,
-        "gap": {"nats_per_word": held.gap, "sentences": gap_sentences, "eval_seed": EVAL_SEED},
-        "fingerprint": fingerprint(model, tokenizer), "device": run.device, "threads": run.threads,
+        "minutes": run.seconds / 60, "final_train_loss": run.final_train_loss, "final_val_loss": run.final_val_loss,
+        **measures, "fingerprint": fingerprint(model, tokenizer), "device": run.device, "threads": run.threads,
         "torch": torch.__version__, "safetensors": safetensors.__version__,
         "machine": {"platform": platform.platform(), "processor": _cpu_name(), "python": platform.python_version()},
         "made": time.strftime("%Y-%m-%d", time.gmtime()), "history": run.history,
     }
     path.with_suffix(".json").write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
     return record
+
+
+def _measure_line(record: dict) -> str:
+    """The record's measure in words: the gap (toy language) or the validation loss (real text)."""
+    if "gap" in record:
+        return f"gap {record['gap']['nats_per_word']:.4f} nats/word"
+    val = record["val"]
+    per_char = "" if val.get("nats_per_char") is None else f", {val['nats_per_char']:.4f} nats/char"
+    return f"validation loss {val['nats_per_token']:.4f} nats/token{per_char}, stored {val['storage']}"
 
 
 def _cpu_name() -> str:
@@ -582,7 +841,8 @@ def _cpu_name() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m lmlab.zoo train NAME [--ship | --tiny]`` and ``python -m lmlab.zoo verify``."""
+    """``python -m lmlab.zoo train NAME [--ship | --tiny]``, ``python -m lmlab.zoo verify`` and
+    ``python -m lmlab.zoo fingerprint [NAME ...]``."""
     import argparse
     import tempfile
 
@@ -596,10 +856,20 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--weights", type=Path, default=None,
                    help="with --ship: ship this already trained zoo cache file instead of training now")
     sub.add_parser("verify", help="check every shipped file against its record")
+    f = sub.add_parser("fingerprint", help="compare what each shipped model computes here with its record")
+    f.add_argument("names", nargs="*", metavar="NAME", help="zoo models (default: all)")
     args = parser.parse_args(argv)
     if args.command == "verify":
         for name in available():
-            print(f"{name}: {verify_shipped(name)} ok")
+            print(f"{name}: {verify_shipped(name)} ok ({_measure_line(shipped_record(name))})")
+        return 0
+    if args.command == "fingerprint":
+        for name in args.names or available():
+            model, tok = load(name)
+            fp, record = fingerprint(model, tok), shipped_record(name)
+            same = abs(fp["logits_sum"] - record["fingerprint"]["logits_sum"]) <= 1e-4 * max(1.0, abs(fp["logits_sum"]))
+            print(f"{name}: logits_sum {fp['logits_sum']:.6f}, record {record['fingerprint']['logits_sum']:.6f} "
+                  f"({'same' if same else 'DIFFERENT'}; {_measure_line(record)})")
         return 0
     if args.tiny:
         old = os.environ.get(env.CACHE_ENV)
@@ -622,7 +892,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ship:
         record = ship(args.name, weights=args.weights)
         print(f"{args.name}: wrote {shipped_path(args.name)} ({record['bytes'] / 1e6:.2f} MB, "
-              f"{record['seconds']:.1f} s training, gap {record['gap']['nats_per_word']:.4f} nats/word)")
+              f"{record['seconds']:.1f} s training, {_measure_line(record)})")
         return 0
     model, _ = load(args.name, retrain=True, device="cpu")
     print(f"{args.name}: retrained into {model.zoo_info.path} ({model.zoo_info.seconds:.1f} s)")
