@@ -120,6 +120,10 @@ def with_setup_cells(nb: dict) -> dict:
     :func:`uses_minilm`; the first setup cell itself is left as it is."""
     nb = copy.deepcopy(nb)
     cells = nb.get("cells", [])
+    code = [c for c in cells if c.get("cell_type") == "code"]
+    if uses_minilm(nb) and len(code) > 1 and source(code[1]) == MINILM_SETUP_CELL and \
+            sum(source(c) == MINILM_SETUP_CELL for c in code) == 1:
+        return nb  # already in place: its metadata (tags, Colab's form view) stays as it is
     cells[:] = [c for c in cells if not (c.get("cell_type") == "code" and source(c) == MINILM_SETUP_CELL)]
     if uses_minilm(nb):
         first = next((i for i, c in enumerate(cells) if c.get("cell_type") == "code"), None)
