@@ -54,7 +54,9 @@ def _tags(cell: dict) -> set[str]:
 def _code_cells(nb: dict):
     for i, cell in enumerate(nb["cells"]):
         if cell.get("cell_type") == "code":
-            text = "\n".join("pass" if line.lstrip().startswith(("%", "!")) else line
+            # IPython magics and shell escapes become `pass` at the same indentation
+            text = "\n".join(line[: len(line) - len(line.lstrip())] + "pass"
+                             if line.lstrip().startswith(("%", "!")) else line
                              for line in _source(cell).splitlines())
             yield i, cell, ast.parse(text)
 
