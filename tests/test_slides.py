@@ -5,6 +5,11 @@ The decks come from the session's one book build (conftest.py builds them after 
 `make book` does). Each deck is opened with every non-local request blocked; it fails on a request
 that tried to leave the site, a failed request, a JavaScript error, no slides, or a plotly figure
 without drawn traces. A screenshot of each deck's first slide is saved under tests/artifacts/slides/.
+
+Every slide of every deck fits reveal.js's 1280 x 800 view: each slide is shown (all fragments) and its
+scrollHeight and scrollWidth are compared with the view; nothing inside it scrolls; no text is below
+18 px (:data:`SLIDES_JS`; a planted overflowing deck is caught). Three slides per deck are kept as
+screenshots in tests/artifacts/slides/ (the first, the longest code, the one nearest the view's height).
 """
 from __future__ import annotations
 
@@ -186,3 +191,150 @@ def test_deck_opens_offline_with_figures_drawn(book: BookBuild, site: str, chrom
         problems.append(f"{len(blank)} of {len(figures)} plotly figures without drawn traces: {blank[:3]}")
     assert not problems, f"{nb.stem} deck:\n  " + "\n  ".join(problems)
     print(f"{nb.stem}: {state['slides']} slides, {len(figures)} figures drawn")
+
+
+# --- every slide fits the view ------------------------------------------------------------------------
+
+# Show every slide with all its fragments and measure it against reveal.js's configured view.
+SLIDES_JS = r"""
+async () => {
+  const cfg = Reveal.getConfig();
+  const W = cfg.width, H = cfg.height;
+  const out = [];
+  for (const s of Reveal.getSlides()) {
+    const idx = Reveal.getIndices(s);
+    Reveal.slide(idx.h, idx.v, 100000);
+    await new Promise(r => setTimeout(r, 40));
+    const problems = [];
+    if (s.scrollHeight > H + 1) problems.push(`height ${s.scrollHeight} > ${H}`);
+    if (s.scrollWidth > W + 1) problems.push(`width ${s.scrollWidth} > ${W}`);
+    for (const el of s.querySelectorAll('*')) {
+      if (el.closest('.plotly-graph-div, mjx-container')) continue;
+      const st = getComputedStyle(el);
+      if (['auto', 'scroll'].includes(st.overflowX) && el.scrollWidth > el.clientWidth + 1) {
+        problems.push(`${el.tagName.toLowerCase()} scrolls sideways (${el.scrollWidth} > ${el.clientWidth})`); break; }
+      if (['auto', 'scroll'].includes(st.overflowY) && el.scrollHeight > el.clientHeight + 1) {
+        problems.push(`${el.tagName.toLowerCase()} scrolls (${el.scrollHeight} > ${el.clientHeight})`); break; }
+    }
+    let minFont = Infinity, minText = '';
+    const walker = document.createTreeWalker(s, NodeFilter.SHOW_TEXT);
+    while (walker.nextNode()) {
+      const t = walker.currentNode;
+      if (!t.textContent.trim()) continue;
+      const p = t.parentElement;
+      if (!p || p.closest('svg, .plotly-graph-div, mjx-container, .MathJax')) continue;
+      const r = p.getBoundingClientRect();
+      if (r.width === 0 || r.height === 0) continue;
+      const f = parseFloat(getComputedStyle(p).fontSize);
+      if (f < minFont) { minFont = f; minText = t.textContent.trim().slice(0, 40); }
+    }
+    if (minFont < 18) problems.push(`text at ${minFont} px: ${JSON.stringify(minText)}`);
+    out.push({h: idx.h, v: idx.v, problems, height: s.scrollHeight, code: s.querySelectorAll('pre').length,
+              text: (s.innerText || '').trim().replace(/\s+/g, ' ').slice(0, 60)});
+  }
+  Reveal.slide(0, 0);
+  return {width: W, height: H, scroll: getComputedStyle(document.querySelector('.reveal .slides > section')).overflowY,
+          slides: out};
+}
+"""
+
+
+def measure_deck(browser, url: str, shots: Path | None = None) -> dict:
+    """Every slide of the deck at ``url`` measured (``SLIDES_JS``); with ``shots``, three screenshots."""
+    context = browser.new_context(viewport={"width": slides.VIEW_WIDTH, "height": slides.VIEW_HEIGHT},
+                                  service_workers="block")
+    try:
+        page = context.new_page()
+        page.goto(url, wait_until="load", timeout=60_000)
+        page.evaluate(DECK_JS)
+        result = page.evaluate(SLIDES_JS)
+        if shots is not None and result["slides"]:
+            shots.mkdir(parents=True, exist_ok=True)
+            ok = [x for x in result["slides"] if not x["problems"]] or result["slides"]
+            picks = {"first": result["slides"][0],
+                     "code": max(ok, key=lambda x: (x["code"], x["height"])),
+                     "fullest": max(ok, key=lambda x: x["height"])}
+            for name, x in picks.items():
+                page.evaluate(f"() => Reveal.slide({x['h']}, {x['v']}, 100000)")
+                page.wait_for_timeout(500)
+                page.screenshot(path=str(shots / f"{name}.png"))
+    finally:
+        context.close()
+    return result
+
+
+def overflow_problems(result: dict) -> list[str]:
+    problems = [f"slide {x['h']}/{x['v']} ({x['text']!r}): {'; '.join(x['problems'])}"
+                for x in result["slides"] if x["problems"]]
+    if (result["width"], result["height"]) != (slides.VIEW_WIDTH, slides.VIEW_HEIGHT):
+        problems.append(f"the deck's view is {result['width']} x {result['height']}, not "
+                        f"{slides.VIEW_WIDTH} x {slides.VIEW_HEIGHT}")
+    return problems
+
+
+@pytest.mark.parametrize("nb", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_every_slide_fits_the_view(book: BookBuild, site: str, chromium, artifacts: Path, nb: Path):
+    deck = deck_path(book, nb)
+    if not deck.is_file():
+        pytest.fail(f"no deck {deck}")
+    assert "var scroll = true" not in deck.read_text(encoding="utf-8"), f"{deck.name} turns on reveal_scroll"
+    result = measure_deck(chromium, f"{site}slides/{nb.stem}.html", artifacts / "slides" / nb.stem)
+    problems = overflow_problems(result)
+    assert not problems, f"{nb.stem}: {len(problems)} of {len(result['slides'])} slides do not fit:\n  " + \
+        "\n  ".join(problems)
+    print(f"{nb.stem}: {len(result['slides'])} slides fit {result['width']} x {result['height']}")
+
+
+def test_overflow_is_caught(tmp_path: Path, chromium, monkeypatch):
+    """Planted faults: a deck built from a notebook whose code, figure and summary are far too long for
+    one slide, with the fitting switched off, overflows; the same notebook fitted does not."""
+    import nbformat
+    import plotly.graph_objects as go
+
+    from gates import sites
+
+    long_code = "\n".join(f"value_{i} = {i} * 2  # a line of a long cell" for i in range(40))
+    wide = "x = '" + "w" * 300 + "'"
+    fig = go.Figure(go.Bar(x=["a", "b"], y=[1, 2])).update_layout(height=1100)
+    figure_out = nbformat.v4.new_output("display_data", data={"text/html": sites.figure_html(fig, "bars")})
+    summary = "## Summary\n\n" + "\n".join(f"* point {i}: " + "a sentence of some length. " * 6 for i in range(18))
+    cells = [nbformat.v4.new_markdown_cell("# Planted", metadata={"slideshow": {"slide_type": "slide"}}),
+             nbformat.v4.new_code_cell(long_code, metadata={"slideshow": {"slide_type": "subslide"}}),
+             nbformat.v4.new_code_cell(wide, metadata={"slideshow": {"slide_type": "subslide"}}),
+             nbformat.v4.new_code_cell("fig", outputs=[figure_out], metadata={"slideshow": {"slide_type": "subslide"}}),
+             nbformat.v4.new_markdown_cell(summary, metadata={"slideshow": {"slide_type": "slide"}})]
+    executed = tmp_path / "planted.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), executed)
+    out = tmp_path / "site"
+    slides.copy_assets(out)
+    slides.build_deck(executed, out / "fitted.html")
+    with monkeypatch.context() as m:
+        m.setattr(slides, "fit_slides", lambda nb: None)
+        m.setattr(slides, "_cap_figures", lambda nb: None)
+        slides.build_deck(executed, out / "raw.html")
+    with sites.serve(out) as base:
+        raw = overflow_problems(measure_deck(chromium, f"{base}raw.html"))
+        fitted = overflow_problems(measure_deck(chromium, f"{base}fitted.html"))
+    text = "\n".join(raw)
+    assert "value_0" in text or "height" in text, raw
+    assert sum("height" in p for p in raw) >= 2, raw   # the long code and the summary (and the figure)
+    assert not fitted, fitted
+
+
+def test_fit_slides_cuts_long_cells():
+    import nbformat
+
+    code = "\n".join(f"a{i} = {i}" for i in range(40))
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(code, metadata={"slideshow": {"slide_type": "subslide"}},
+                                  outputs=[nbformat.v4.new_output("stream", name="stdout", text="done\n")]),
+        nbformat.v4.new_markdown_cell("## Summary\n\n" + "\n".join(f"* item {i} " + "words " * 30 for i in range(20)),
+                                      metadata={"slideshow": {"slide_type": "slide"}})])
+    slides.fit_slides(nb)
+    codes = [c for c in nb.cells if c.cell_type == "code"]
+    assert len(codes) >= 3 and all(len(c.source.splitlines()) <= slides.MAX_CODE_LINES for c in codes)
+    assert "\n".join(c.source for c in codes) == code
+    assert [bool(c.outputs) for c in codes] == [False] * (len(codes) - 1) + [True]
+    marks = [c for c in nb.cells if c.cell_type == "markdown"]
+    assert len(marks) >= 2 and marks[1].source.startswith("## Summary (continued)")
+    assert all(slides.markdown_height(m.source) <= slides.BUDGET for m in marks)

@@ -423,6 +423,17 @@ def fit_slides(nb) -> None:
     """Cut and re-type cells so that every slide's estimated height fits :data:`BUDGET` (in place)."""
     import copy
 
+    count = 0
+
+    def fresh(cell):
+        """A copy of ``cell`` with an id of its own (nbformat wants ids unique)."""
+        nonlocal count
+        count += 1
+        piece = copy.deepcopy(cell)
+        if "id" in piece:
+            piece["id"] = f"{str(cell['id'])[:50]}-s{count}"
+        return piece
+
     cells, height = [], 0.0
     for cell in nb.cells:
         kind = _kind(cell)
@@ -434,11 +445,11 @@ def fit_slides(nb) -> None:
             chunks = _code_pieces(_source(cell)) if len(_source(cell).splitlines()) > MAX_CODE_LINES else []
             if len(chunks) > 1:
                 pieces = []
+                outputs = cell.outputs
                 for j, chunk in enumerate(chunks):
-                    piece = copy.deepcopy(cell)
+                    piece = fresh(cell) if j else cell
                     piece.source = chunk
-                    if j < len(chunks) - 1:
-                        piece.outputs = []
+                    piece.outputs = outputs if j == len(chunks) - 1 else []
                     if j:
                         _set_kind(piece, "subslide")
                     pieces.append(piece)
@@ -459,7 +470,7 @@ def fit_slides(nb) -> None:
                 else:
                     last.outputs = []
                 for group in groups:
-                    shown = copy.deepcopy(last)
+                    shown = fresh(last)
                     shown.source = ""
                     shown.outputs = group
                     shown.metadata["tags"] = list(shown.metadata.get("tags", [])) + ["remove-input"]
@@ -469,7 +480,7 @@ def fit_slides(nb) -> None:
             texts = _markdown_pieces(_source(cell))
             pieces = []
             for j, text in enumerate(texts):
-                piece = copy.deepcopy(cell)
+                piece = fresh(cell) if j else cell
                 piece.source = text
                 if j:
                     _set_kind(piece, "subslide")
