@@ -134,17 +134,65 @@ def test_silent_server_times_out_within_five_seconds(cache):
     assert cached_files(cache) == []
 
 
-def test_default_load_offline_fails_within_five_seconds(cache):
-    """The real address: this machine has no network, so the call must fail fast and clearly."""
+def test_tiny_shakespeare_ships_with_lmlab_and_loads_offline(cache, monkeypatch):
+    """No request at all: the shipped copy (lmlab/corpora) is read, its SHA-256 checked, nothing cached."""
+    import hashlib
+    import urllib.request
+
+    from lmlab import texts
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("load_text('tinyshakespeare') tried the network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    texts._load_shipped.cache_clear()
     start = time.monotonic()
+    text = load_text("tinyshakespeare")
+    assert time.monotonic() - start < 3
+    source = SOURCES["tinyshakespeare"]
+    assert len(text) == source.n_chars == 1_115_394
+    assert hashlib.sha256(text.encode("utf-8")).hexdigest() == source.sha256
+    assert text.startswith("First Citizen:\nBefore we proceed any further, hear me speak.")
+    assert cached_files(cache) == []
+    assert texts.shipped_texts() == ["tinyshakespeare"]
+    record = texts.shipped_record("tinyshakespeare")
+    assert record["sha256"] == source.sha256 and record["characters"] == len(text)
+    xz = texts.CORPORA_DIR / "tinyshakespeare.txt.xz"
+    assert xz.stat().st_size == record["xz_bytes"] < 400_000
+
+
+def test_the_usual_split_first_90_percent_train_last_10_validate():
+    from lmlab import texts
+
+    text = load_text("tinyshakespeare")
+    train, val = texts.load_split("tinyshakespeare")
+    assert (len(train), len(val)) == (1_003_854, 111_540) == (int(0.9 * len(text)), len(text) - int(0.9 * len(text)))
+    assert train + val == text and train.endswith("But who comes here")
+    record = texts.shipped_record("tinyshakespeare")["split"]
+    assert (record["train_characters"], record["validation_characters"]) == (len(train), len(val))
+    assert texts.split_text("abcdefghij") == ("abcdefghi", "j")
+    assert texts.split_text("abcdefghij", 0.5) == ("abcde", "fghij")
+    with pytest.raises(ValueError, match="train_fraction"):
+        texts.split_text("abc", 1.0)
+
+
+def test_a_damaged_shipped_copy_is_refused(tmp_path, monkeypatch):
+    import lzma
+
+    from lmlab import texts
+
+    (tmp_path / "tinyshakespeare.txt.xz").write_bytes(lzma.compress(b"First Citizen: not the real text"))
+    monkeypatch.setattr(texts, "CORPORA_DIR", tmp_path)
+    texts._load_shipped.cache_clear()
     try:
-        text = load_text("tinyshakespeare")
-    except DownloadError as err:
-        assert time.monotonic() - start < 5
-        assert "lmlab.corpus.toy()" in str(err)
-        assert cached_files(cache) == []
-    else:  # online: then it must be the real file
-        assert len(text) == SOURCES["tinyshakespeare"].n_chars
+        with pytest.raises(ChecksumError, match="damaged.*reinstall lmlab"):
+            load_text("tinyshakespeare")
+        (tmp_path / "tinyshakespeare.txt.xz").write_bytes(b"not xz at all")
+        texts._load_shipped.cache_clear()
+        with pytest.raises(ChecksumError, match="damaged"):
+            load_text("tinyshakespeare")
+    finally:
+        texts._load_shipped.cache_clear()
 
 
 def test_local_files_with_and_without_checksum(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lmlab.tokenizers import SPECIAL_TOKENS, BPETokenizer, CharTokenizer, Tokenizer, WordTokenizer
+from lmlab.tokenizers import SPECIAL_TOKENS, BPETokenizer, CharTokenizer, TextWordTokenizer, Tokenizer, WordTokenizer
 
 torch.set_num_threads(1)
 
@@ -32,12 +32,13 @@ def bpe(byte_level: bool = False) -> BPETokenizer:
 
 
 def all_tokenizers() -> list[Tokenizer]:
-    return [CharTokenizer.from_text(TRAIN_TEXT), WordTokenizer.from_text(TRAIN_TEXT), bpe(False), bpe(True)]
+    return [CharTokenizer.from_text(TRAIN_TEXT), WordTokenizer.from_text(TRAIN_TEXT), bpe(False), bpe(True),
+            TextWordTokenizer.from_text(TRAIN_TEXT)]
 
 
 # --- the shared interface -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("tok", all_tokenizers(), ids=["char", "word", "bpe", "bpe-bytes"])
+@pytest.mark.parametrize("tok", all_tokenizers(), ids=["char", "word", "bpe", "bpe-bytes", "textword"])
 def test_specials_come_first_with_distinct_ids(tok):
     assert tok.vocab[:5] == list(SPECIAL_TOKENS)
     ids = [tok.pad_id, tok.unk_id, tok.mask_id, tok.bos_id, tok.eos_id]
@@ -51,7 +52,7 @@ def test_specials_come_first_with_distinct_ids(tok):
         tok.id_to_token(tok.vocab_size)
 
 
-@pytest.mark.parametrize("tok", all_tokenizers(), ids=["char", "word", "bpe", "bpe-bytes"])
+@pytest.mark.parametrize("tok", all_tokenizers(), ids=["char", "word", "bpe", "bpe-bytes", "textword"])
 def test_save_load_round_trip(tok, tmp_path):
     path = tok.save(tmp_path / "tok.json")
     assert json.loads(path.read_text())["lmlab_tokenizer"] == tok.kind
@@ -73,7 +74,7 @@ def test_load_rejects_wrong_class_and_foreign_files(tmp_path):
         Tokenizer.load(tmp_path / "x.json")
 
 
-@pytest.mark.parametrize("tok", all_tokenizers(), ids=["char", "word", "bpe", "bpe-bytes"])
+@pytest.mark.parametrize("tok", all_tokenizers(), ids=["char", "word", "bpe", "bpe-bytes", "textword"])
 def test_encode_batch_pads_and_masks(tok):
     texts = ["the cat sleeps .", "the", "the dogs that the boy feeds bark ."]
     batch, mask = tok.encode_batch(texts, add_bos=True, add_eos=True, return_attention_mask=True)
@@ -243,3 +244,61 @@ def test_char_and_bpe_tokenizers_on_toy_text():
     ids = tok.encode(held_out)
     assert tok.decode(ids) == held_out
     assert len(ids) < len(held_out.split()) * 2  # most words became one or two pieces
+
+
+# --- words of real text ---------------------------------------------------------------------------
+
+TEXT_WORDS = st.lists(st.sampled_from(sorted(set(TextWordTokenizer.split(TRAIN_TEXT)))), max_size=30)
+
+
+@FAST
+@given(TEXT_WORDS)
+def test_textword_round_trip_on_its_normal_form(words):
+    tok = TextWordTokenizer.from_text(TRAIN_TEXT)
+    text = tok.decode(tok.encode_tokens(words))
+    assert tok.decode(tok.encode(text)) == text
+    assert tok.encode(text) == tok.encode_tokens(words)
+    assert tok.unk_id not in tok.encode(text)
+
+
+def test_textword_splits_words_punctuation_and_line_breaks():
+    tok = TextWordTokenizer.from_text("First Citizen:\nBefore we proceed, O'er the hill.\n\nAll: 42!")
+    assert TextWordTokenizer.split("First Citizen:\nBefore we proceed, O'er the hill.") == \
+        ["first", "citizen", ":", "\n", "before", "we", "proceed", ",", "o'er", "the", "hill", "."]
+    assert TextWordTokenizer.split("'Tis   the <mask> --x") == ["'", "tis", "the", "<mask>", "-", "-", "x"]
+    ids = tok.encode("First Citizen:\nBefore we proceed,  o'er the hill.\n\nAll: 42!")
+    assert tok.decode(ids) == "first citizen :\nbefore we proceed , o'er the hill .\n\nall : 42 !"
+    assert tok.pretty(ids) == "First citizen:\nBefore we proceed, o'er the hill.\n\nAll: 42!"
+    assert tok.encode("the <mask> hill") == [tok.token_to_id("the"), tok.mask_id, tok.token_to_id("hill")]
+    assert tok.encode("the unheard-of hill")[1] == tok.unk_id
+    assert tok.decode(tok.encode("\n")) == "\n"
+
+
+def test_textword_vocabulary_is_the_most_frequent_tokens_capped_and_deterministic():
+    text = "b b b a a c c d . . . . \n"
+    tok = TextWordTokenizer.from_text(text, max_words=3)
+    assert tok.vocab[5:] == [".", "b", "a"]  # most frequent first; ties alphabetical ("a" < "c")
+    assert TextWordTokenizer.from_text(text, max_words=3) == tok
+    assert TextWordTokenizer.from_text(text, max_words=None).vocab_size == 5 + 6
+    assert TextWordTokenizer.from_text(text, min_count=2).vocab[5:] == [".", "b", "a", "c"]
+    assert tok.coverage("b a d") == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="max_words"):
+        TextWordTokenizer.from_text(text, max_words=0)
+    with pytest.raises(ValueError, match="whitespace"):
+        TextWordTokenizer(["two words"])
+
+
+def test_the_shakespeare_word_vocabulary():
+    """The zoo's word models read tiny Shakespeare with the 4,000 most frequent tokens of the training split;
+    the lecture's blank ("the world is everything that is the ___") is expressible: one <mask> for one word
+    ("everything" never occurs in tiny Shakespeare, so it is <unk>)."""
+    from lmlab import texts
+
+    train, val = texts.load_split("tinyshakespeare")
+    tok = TextWordTokenizer.from_text(train, max_words=4000)
+    assert tok.vocab_size == 4005 and tok.vocab[5:10] == ["\n", ",", ":", ".", "the"]
+    assert 0.92 < tok.coverage(val) < 0.93
+    ids = tok.encode("the world is everything that is the <mask>")
+    assert ids.count(tok.mask_id) == 1 and ids[-1] == tok.mask_id and len(ids) == 8
+    assert [tok.id_to_token(i) for i in ids[:3]] == ["the", "world", "is"] and ids[3] == tok.unk_id
+    assert TextWordTokenizer.from_text(train, max_words=4000) == tok  # deterministic
