@@ -3,7 +3,7 @@
 ::
 
     from lmlab import zoo
-    zoo.available()                        # ['toy-bert', 'toy-char', 'toy-gpt']
+    zoo.available()                        # ['shakespeare-bert', ..., 'toy-gpt']
     model, tokenizer = zoo.load("toy-gpt")
     model.zoo_info                         # how it was trained: seconds, steps, tokens, losses, ...
 
@@ -24,12 +24,24 @@ an explicit command::
     python -m lmlab.zoo train toy-gpt --ship    # retrain, measure, write lmlab/weights/toy-gpt.*
     python -m lmlab.zoo train toy-gpt --tiny    # smoke run: a tiny version of the recipe, nothing kept
     python -m lmlab.zoo verify                  # check every shipped file against its record
+    python -m lmlab.zoo fingerprint [NAME ...]  # what each shipped model computes here, against its record
 
 =============  ==========================================================================
 ``toy-gpt``    causal transformer (GPT-style), word level, on the toy language
 ``toy-bert``   masked transformer (BERT-style), word level, on the toy language
 ``toy-char``   causal transformer, character level, on the toy language's text
 =============  ==========================================================================
+
+====================  ====================================================================================
+``shakespeare-gpt``   causal transformer, word level (``TextWordTokenizer``), on tiny Shakespeare
+``shakespeare-bert``  masked transformer, the same tokenizer, on tiny Shakespeare: both fill one word blank
+``shakespeare-char``  causal transformer, character level, on tiny Shakespeare
+====================  ====================================================================================
+
+The toy-language models are measured by their gap to the exact language (:func:`gap`); real text has
+no exact distribution, so the Shakespeare models' measure is the validation loss (:func:`val_loss`, on
+the last 10% of the text, which ships with lmlab: :func:`lmlab.texts.load_split`). They took minutes,
+not seconds, to train (their records say how long), ship in float16, and are never retrained by tests.
 
 Models load on the CPU unless a device is asked for (they are tiny, and the CPU gives the book's
 numbers). Word-level models read text like ``". the dog barks ."``: put ``"."`` (the end of the
