@@ -15,7 +15,8 @@ the validation loss (``zoo.val_loss``: 200 seeded random windows of the last 10%
 and per character). They took 10-30 minutes each to train once; by default they are not retrained here:
 their validation loss is recomputed from the shipped weights and their training figures (steps,
 minutes, losses) are read from the shipped records; ``--retrain-text`` retrains them once each (cold),
-and ``--tiny`` trains tiny versions of every spec.
+and ``--tiny`` trains tiny versions. One kind per run: the toy models by default, the Shakespeare ones
+with ``--text-only``.
 
     python benchmarks/zoo_gaps.py                    # writes benchmarks/results/zoo_gaps.json
     python benchmarks/zoo_gaps.py --text-only        # only the Shakespeare models: results/shakespeare_models.json
@@ -57,8 +58,8 @@ def main() -> None:
     from lmlab import zoo
 
     specs = tiny_specs() if args.tiny else [zoo.SPECS[name] for name in zoo.available()]
-    if args.text_only:
-        specs = [spec for spec in specs if spec.corpus != "toy"]
+    # one kind per run: the toy models (zoo_gaps.json) or, with --text-only, the Shakespeare ones
+    specs = [spec for spec in specs if (spec.corpus != "toy") == args.text_only]
     toy_specs = [spec for spec in specs if spec.corpus == "toy"]
     text_specs = [spec for spec in specs if spec.corpus != "toy"]
     retrain_text = args.tiny or args.retrain_text
