@@ -392,4 +392,4 @@ def test_check_probe_names_mistakes(capsys, kind, message):
                 "predict": lambda: probe.predict(Xte), "percent": lambda: 100 * probe.score(Xte, yte)}[kind]()
 
     result, out = run_check(capsys, wrong)
-    assert result is False and message in out
+    assert bool(result) is False and message in out

@@ -462,7 +462,7 @@ def test_check_head_accuracy_passes_the_reference(capsys):
         s, q, t = sites.T
         return (patterns[s, :, :, q, :].argmax(-1) == t[:, None, None]).float().mean(0)
 
-    assert I.check_head_accuracy(head_accuracy) is True
+    assert bool(I.check_head_accuracy(head_accuracy)) is True
     assert "✅" in capsys.readouterr().out
 
 
@@ -471,7 +471,7 @@ def test_check_head_accuracy_passes_the_reference(capsys):
     ("off_by_one", "token before the query"), ("max_layer", "each layer's best head"),
 ])
 def test_check_head_accuracy_names_typical_mistakes(mistake, message, capsys):
-    assert I.check_head_accuracy(lambda p, s: I._head_accuracy_ref(p, s, mistake)) is False
+    assert bool(I.check_head_accuracy(lambda p, s: I._head_accuracy_ref(p, s, mistake))) is False
     assert message in capsys.readouterr().out
 
 
@@ -479,7 +479,7 @@ def test_check_head_accuracy_not_attempted_and_wrong_shape(capsys):
     def stub(patterns, sites):
         raise NotImplementedError
 
-    assert I.check_head_accuracy(stub) is False
+    assert bool(I.check_head_accuracy(stub)) is False
     assert "not attempted yet" in capsys.readouterr().out
-    assert I.check_head_accuracy(lambda p, s: p.sum()) is False
+    assert bool(I.check_head_accuracy(lambda p, s: p.sum())) is False
     assert "wrong shape" in capsys.readouterr().out

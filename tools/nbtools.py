@@ -30,7 +30,7 @@ SETUP_TAG = "remove-cell"
 SKIP_DIRS = {".venv", "_build", ".ipynb_checkpoints", ".git", ".pytest_cache", "node_modules", "build"}
 
 SETUP_CELL_TEMPLATE = """\
-# Setup: on Google Colab this installs the course library `lmlab`; anywhere else it does nothing.
+# @title Setup: on Google Colab this installs the course library `lmlab`; anywhere else it does nothing.
 # (LMLAB_FORCE_COLAB=1 forces the Colab branch; LMLAB_PIP_SOURCE says what to install instead.)
 import os
 
@@ -96,7 +96,7 @@ def uses_minilm(nb: dict) -> bool:
     """True if a code cell (other than the setup cells) loads the packaged MiniLM (:data:`MINILM_MARKERS`)."""
     for cell in code_cells(nb):
         text = source(cell)
-        if text == MINILM_SETUP_CELL or text.startswith("# Setup: on Google Colab"):
+        if text == MINILM_SETUP_CELL or text.startswith(SETUP_CELL_TEMPLATE.split(":", 1)[0]):
             continue
         if any(marker in text for marker in MINILM_MARKERS):
             return True

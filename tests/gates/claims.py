@@ -24,8 +24,10 @@ FLOOR = {
 def _code(cell: dict) -> str:
     src = cell.get("source", "")
     src = "".join(src) if isinstance(src, list) else src
-    # IPython magics and shell escapes are not Python
-    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in src.splitlines())
+    # IPython magics and shell escapes are not Python: each becomes `pass` at its own indentation, so a
+    # block whose body is one magic (the setup cells' `if _on_colab:`) still parses
+    return "\n".join(line[:len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!"))
+                     else line for line in src.splitlines())
 
 
 def count_claims(nb: dict) -> int:
