@@ -52,9 +52,9 @@ def strings_reachable(name: str) -> list[str]:
 CHECKER_NAMES = sorted(ex.CHECKERS)
 
 
-def test_every_checker_but_two_is_called_by_a_chapter():
-    """entropy and greedy_next belong to no chapter: their hints may name torch only."""
-    assert set(CHECKER_NAMES) - set(chapter_of()) == {"entropy", "greedy_next"}
+def test_every_checker_but_one_is_called_by_a_chapter():
+    """greedy_next belongs to no chapter (entropy is chapter 4's warm-up): its hints may name torch only."""
+    assert set(CHECKER_NAMES) - set(chapter_of()) == {"greedy_next"}
 
 
 @pytest.mark.parametrize("name", CHECKER_NAMES)
@@ -78,4 +78,4 @@ def test_a_planted_hint_naming_an_unimported_module_fails():
     assert unimported("attention", "Hint: scores = q @ k.transpose(-2, -1) / math.sqrt(d_k).") == {"math"}
     assert unimported("swiglu", "Hint: use F.silu on x @ w_gate.") == {"F"}
     assert not unimported("attention", "Hint: divide by d_k ** 0.5; torch.softmax(scores, dim=-1).")
-    assert "math" not in allowed_names("entropy")
+    assert "math" not in allowed_names("greedy_next")
