@@ -70,6 +70,18 @@ def test_glue_rejects_bad_names_and_returns_the_value():
     assert env.glue("a_value", 1.5) == 1.5
 
 
+def test_glue_stores_numpy_and_torch_scalars_as_python_numbers():
+    """MyST-NB formats {glue:text}`x:.2f` from the text/plain it stored; NumPy 2's 'np.float64(1.2)' fails."""
+    import numpy as np
+    import torch
+
+    for value, kind in ((np.float64(1.25), float), (np.int64(3), int), (torch.tensor(0.5), float)):
+        out = env.glue("a_value", value)
+        assert type(out) is kind and out == float(value)
+    array = np.arange(3)
+    assert env.glue("an_array", array) is array  # arrays pass through unchanged
+
+
 def test_progress_is_plain_text_in_book_builds():
     out = run_python("""
         import lmlab

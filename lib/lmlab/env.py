@@ -224,6 +224,10 @@ def glue(name: str, value: Any, display: bool = False) -> Any:
     """
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"glue name must be an identifier-like string, got {name!r}")
+    # A NumPy or torch scalar becomes a plain Python number: NumPy 2 writes np.float64(1.2) as its
+    # text, which MyST-NB cannot format with a spec such as {glue:text}`name:.2f`.
+    if getattr(value, "shape", None) == () and hasattr(value, "item"):
+        value = value.item()
     try:
         from myst_nb import glue as _glue
     except ImportError:
