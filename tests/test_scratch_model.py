@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from gates.teaching import _dotted  # 'a.b.c' for a name or attribute chain, else None
+
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER = ROOT / "chapters" / "02-attention.ipynb"
 TAG = "scratch-model"
@@ -59,16 +61,6 @@ def _code_cells(nb: dict):
                              if line.lstrip().startswith(("%", "!")) else line
                              for line in _source(cell).splitlines())
             yield i, cell, ast.parse(text)
-
-
-def _dotted(node: ast.AST) -> str | None:
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        return ".".join([node.id, *reversed(parts)])
-    return None
 
 
 def _bound(tree: ast.AST) -> set[str]:

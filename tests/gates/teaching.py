@@ -110,10 +110,6 @@ def _where(i: int, cell: dict) -> str:
     return f"cell {i} ({first[0][:60]!r})" if first else f"cell {i}"
 
 
-def is_setup_cell(i: int, cell: dict) -> bool:
-    return i == 0 and cell.get("cell_type") == "code" and source(cell).startswith("# Setup:")
-
-
 # --- (a) bookkeeping -------------------------------------------------------------------------------
 
 BOOKKEEPING = {"claim", "glue"}
@@ -494,7 +490,7 @@ def tier_problems(nb: dict) -> list[str]:
 def form_problems(nb: dict) -> list[str]:
     problems = []
     for i, cell in enumerate(nb.get("cells", [])):
-        if cell.get("cell_type") != "code" or "remove-cell" not in tags(cell) or is_setup_cell(i, cell):
+        if cell.get("cell_type") != "code" or "remove-cell" not in tags(cell):
             continue
         first = (source(cell).splitlines() or [""])[0]
         if not re.match(r"#\s*@title\s+\S", first):
