@@ -17,6 +17,10 @@
   only when lmlab or the weights change) to ``_static/live/``. The page fetches them only when the
   reader starts a panel.
 
+* The sidebar's expand/collapse toggles (a ``<summary>`` holding only a decorative chevron, made by
+  pydata-sphinx-theme for an entry with pages under it) get an accessible name (``aria-label``), which
+  axe-core requires (rule summary-name).
+
 * Bibliography entries are marked as list items (``role="listitem"``) instead of docutils' deprecated
   ``doc-biblioentry`` role, which accessibility checkers report (tests/test_accessibility.py).
 
@@ -200,11 +204,36 @@ def _link_chapter_pdf(app: Sphinx, pagename: str, templatename: str, context: di
         buttons[:] = [b for b in buttons if b.get("label") != "download-pdf-button"] + [entry]
 
 
+TOGGLE_LABEL = "Show or hide the pages under this entry"
+
+
+def _name_sidebar_toggles(app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any) -> None:
+    # pydata-sphinx-theme puts generate_toctree_html into the context (priority 500); wrap it so each
+    # toggle <summary> with no text of its own carries a label for screen readers.
+    generate = context.get("generate_toctree_html")
+    if generate is None or getattr(generate, "_lmlab_named", False):
+        return
+
+    def named(*args: Any, **kwargs: Any) -> Any:
+        out = generate(*args, **kwargs)
+        if isinstance(out, str):
+            return out.replace("<summary><span class=\"toctree-toggle\"",
+                               f"<summary aria-label=\"{TOGGLE_LABEL}\"><span class=\"toctree-toggle\"")
+        for summary in out.select("summary"):
+            if not summary.get_text(strip=True) and not summary.get("aria-label"):
+                summary["aria-label"] = TOGGLE_LABEL
+        return out
+
+    named._lmlab_named = True  # type: ignore[attr-defined]
+    context["generate_toctree_html"] = named
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("config-inited", _set_mathjax_path)
     app.connect("builder-inited", _copy_assets)
     app.connect("html-page-context", _add_plotly_js)
     app.connect("html-page-context", _drop_unused_thebe, priority=900)
     app.connect("html-page-context", _citation_list_roles)
+    app.connect("html-page-context", _name_sidebar_toggles, priority=600)  # after the theme's (500)
     app.connect("html-page-context", _link_chapter_pdf, priority=600)  # after the theme's buttons (501)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

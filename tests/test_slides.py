@@ -80,6 +80,17 @@ def test_myst_is_rewritten_for_the_decks():
     assert slides.myst_to_markdown("(ch02-heads)=\n## Heads", {}, bib) == "## Heads"
 
 
+def test_deck_links_point_at_the_books_pages():
+    """A deck has neither the chapter's labels nor the other pages: its links go to the book's."""
+    md = ("see [where it fails](#fails-ch1), [chapter 6](06-beyond.ipynb), [rotary](06-beyond.ipynb#ch6-rope), "
+          "[the map](../failures.md) and [d2l](https://d2l.ai/#top)")
+    out = slides.myst_to_markdown(md, {}, {}, page="chapters/01-language-models.html")
+    assert out == ("see [where it fails](../chapters/01-language-models.html#fails-ch1), "
+                   "[chapter 6](../chapters/06-beyond.html), [rotary](../chapters/06-beyond.html#ch6-rope), "
+                   "[the map](../failures.html) and [d2l](https://d2l.ai/#top)")
+    assert slides.myst_to_markdown(md, {}, {}) == md  # without a page, links stay as they are
+
+
 def test_bibliography_names_for_the_decks():
     bib = slides.read_bib()
     assert bib["clark2019"] == ("Clark et al.", "2019")

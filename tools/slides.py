@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import posixpath
 import re
 import shutil
 import sys
@@ -228,9 +229,25 @@ def _label(text: str) -> str:
     return m.group(1) if m else text
 
 
-def myst_to_markdown(source: str, glue: dict[str, dict], bib: dict[str, tuple[str, str]]) -> str:
+_LOCAL_LINK = re.compile(r"\]\((?!https?:|mailto:)([^)\s#]*)(#[^)\s]*)?\)")
+
+
+def book_link(target: str, anchor: str, page: str) -> str:
+    """Where a link of chapter ``page`` (``chapters/NN-name.html``) points from a deck in ``slides/``:
+    the book's pages, since a deck holds neither the labels (``#fails-ch1``) nor the other pages."""
+    if not target:
+        return f"../{page}{anchor}"
+    stem, dot, ext = target.rpartition(".")
+    if dot and ext in ("ipynb", "md"):
+        target = f"{stem}.html"
+    return "../" + posixpath.normpath(posixpath.join(posixpath.dirname(page), target)) + anchor
+
+
+def myst_to_markdown(source: str, glue: dict[str, dict], bib: dict[str, tuple[str, str]],
+                     page: str = "") -> str:
     """One markdown cell's MyST, as plain Markdown for nbconvert: glued values written in, ``{term}``
-    and ``{ref}`` as their text, citations as author-year, directives as a bold title."""
+    and ``{ref}`` as their text, citations as author-year, directives as a bold title; with ``page``
+    (the chapter's page, ``chapters/NN-name.html``), links within the book point at the book's pages."""
     def role(m: re.Match) -> str:
         name, text = m.group(1), m.group(2)
         if name.startswith("glue"):
@@ -262,7 +279,10 @@ def myst_to_markdown(source: str, glue: dict[str, dict], bib: dict[str, tuple[st
         after_open = False
         if _FENCE_CLOSE.match(line) or _TARGET.match(line):
             continue
-        out.append(_ROLE.sub(role, line))
+        line = _ROLE.sub(role, line)
+        if page:
+            line = _LOCAL_LINK.sub(lambda m: f"]({book_link(m.group(1), m.group(2) or '', page)})", line)
+        out.append(line)
     return "\n".join(out)
 
 
@@ -528,7 +548,7 @@ def build_deck(executed: Path, out_file: Path) -> int:
     bib = read_bib()
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            cell.source = myst_to_markdown(_source(cell), glue, bib)
+            cell.source = myst_to_markdown(_source(cell), glue, bib, page=f"chapters/{executed.stem}.html")
     _cap_figures(nb)
     fit_slides(nb)
     cfg = Config()
