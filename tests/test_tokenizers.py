@@ -269,6 +269,9 @@ def test_textword_splits_words_punctuation_and_line_breaks():
     ids = tok.encode("First Citizen:\nBefore we proceed,  o'er the hill.\n\nAll: 42!")
     assert tok.decode(ids) == "first citizen :\nbefore we proceed , o'er the hill .\n\nall : 42 !"
     assert tok.pretty(ids) == "First citizen:\nBefore we proceed, o'er the hill.\n\nAll: 42!"
+    words = "o , i think i'll go . o'er the hill\n, is it i ?"
+    said = TextWordTokenizer.from_text(words)
+    assert said.pretty(said.encode(words)) == "O, I think I'll go. O'er the hill, is it I?"
     assert tok.encode("the <mask> hill") == [tok.token_to_id("the"), tok.mask_id, tok.token_to_id("hill")]
     assert tok.encode("the unheard-of hill")[1] == tok.unk_id
     assert tok.decode(tok.encode("\n")) == "\n"

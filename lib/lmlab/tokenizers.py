@@ -413,10 +413,12 @@ class TextWordTokenizer(WordTokenizer):
 
     def pretty(self, ids: Sequence[int] | torch.Tensor, skip_special: bool = False) -> str:
         """``decode`` for reading: punctuation attached to the word before it (``"lord , sir ."`` ->
-        ``"lord, sir."``). Not a round trip (case is lost anyway)."""
+        ``"lord, sir."``, also across a line break), a capital at the start of each line and sentence,
+        and for the pronoun *I* and the interjection *O*. Not a round trip (case is lost anyway)."""
         text = self.decode(ids, skip_special=skip_special)
-        text = re.sub(r" ([,.;:!?])", r"\1", text)
-        return re.sub(r"(^|\n)([a-z])", lambda m: m.group(1) + m.group(2).upper(), text)
+        text = re.sub(r"[ \n]+([,.;:!?])", r"\1", text)       # no punctuation after a space or a line break
+        text = re.sub(r"\b([io])\b(?!')|\bi(?='(?:ll|m|d|ve)\b)", lambda m: m.group(0).upper(), text)
+        return re.sub(r"(^|\n|[.!?] )([a-z])", lambda m: m.group(1) + m.group(2).upper(), text)
 
 
 class BPETokenizer(Tokenizer):
