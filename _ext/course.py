@@ -211,20 +211,16 @@ def _name_sidebar_toggles(app: Sphinx, pagename: str, templatename: str, context
     # pydata-sphinx-theme puts generate_toctree_html into the context (priority 500); wrap it so each
     # toggle <summary> with no text of its own carries a label for screen readers.
     generate = context.get("generate_toctree_html")
-    if generate is None or getattr(generate, "_lmlab_named", False):
+    if generate is None:
         return
 
     def named(*args: Any, **kwargs: Any) -> Any:
-        out = generate(*args, **kwargs)
-        if isinstance(out, str):
-            return out.replace("<summary><span class=\"toctree-toggle\"",
-                               f"<summary aria-label=\"{TOGGLE_LABEL}\"><span class=\"toctree-toggle\"")
+        out = generate(*args, **kwargs)  # a BeautifulSoup tree
         for summary in out.select("summary"):
             if not summary.get_text(strip=True) and not summary.get("aria-label"):
                 summary["aria-label"] = TOGGLE_LABEL
         return out
 
-    named._lmlab_named = True  # type: ignore[attr-defined]
     context["generate_toctree_html"] = named
 
 

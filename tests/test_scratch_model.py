@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from gates.teaching import _dotted  # 'a.b.c' for a name or attribute chain, else None
+from gates.teaching import dotted_name
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER = ROOT / "chapters" / "02-attention.ipynb"
@@ -92,7 +92,7 @@ def _assignments(nb: dict) -> list[tuple[int, str, ast.AST]]:
 
 
 def _calls_to(value: ast.AST) -> set[str]:
-    return {d for n in ast.walk(value) if isinstance(n, ast.Call) and (d := _dotted(n.func))}
+    return {d for n in ast.walk(value) if isinstance(n, ast.Call) and (d := dotted_name(n.func))}
 
 
 def scratch_problems(nb: dict) -> list[str]:
@@ -121,7 +121,7 @@ def scratch_problems(nb: dict) -> list[str]:
                 problems.append(f"{where} imports {', '.join(bad)} (only {', '.join(sorted(ALLOWED_IMPORTS))})")
             if isinstance(n, ast.Attribute) and n.attr in FORBIDDEN_ATTRS:
                 problems.append(f"{where} uses {n.attr}: write attention from tensor operations")
-            if isinstance(n, ast.Attribute) and (d := _dotted(n)) and d.startswith("torch.nn.") \
+            if isinstance(n, ast.Attribute) and (d := dotted_name(n)) and d.startswith("torch.nn.") \
                     and not d.startswith("torch.nn.functional"):
                 problems.append(f"{where} uses {d}: only tensor operations and torch.nn.functional")
         defined |= _bound(tree)
@@ -160,9 +160,9 @@ def scratch_problems(nb: dict) -> list[str]:
         if "remove-cell" not in _tags(cell):
             continue
         for n in ast.walk(tree):
-            if isinstance(n, ast.Call) and (_dotted(n.func) or "").split(".")[-1] == "claim" and n.args:
+            if isinstance(n, ast.Call) and (dotted_name(n.func) or "").split(".")[-1] == "claim" and n.args:
                 test = n.args[0]
-                if isinstance(test, ast.Call) and (_dotted(test.func) or "").endswith("allclose") \
+                if isinstance(test, ast.Call) and (dotted_name(test.func) or "").endswith("allclose") \
                         and len(test.args) >= 2:
                     names = {a.id for a in test.args[:2] if isinstance(a, ast.Name)}
                     if names & from_gpt and names & from_model:
@@ -185,7 +185,7 @@ def test_every_scratch_definition_is_used_by_the_model(chapter):
     """The model function calls the pieces, so the allclose claim covers each of them."""
     src = "\n".join(_source(c) for c in chapter["cells"] if TAG in _tags(c))
     tree = ast.parse(src)
-    calls = {d for n in ast.walk(tree) if isinstance(n, ast.Call) and (d := _dotted(n.func))}
+    calls = {d for n in ast.walk(tree) if isinstance(n, ast.Call) and (d := dotted_name(n.func))}
     assert {"rotate", "layer_norm", "linear", "attention", "mlp", "block"} <= calls
 
 

@@ -115,7 +115,8 @@ def _where(i: int, cell: dict) -> str:
 BOOKKEEPING = {"claim", "glue"}
 
 
-def _dotted(node: ast.AST) -> str | None:
+def dotted_name(node: ast.AST) -> str | None:
+    """``"a.b.c"`` for a name or a chain of attributes on a name, else None."""
     parts = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
@@ -134,7 +135,7 @@ def bookkeeping_problems(nb: dict) -> list[str]:
         found = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.Call):
-                name = _dotted(node.func)
+                name = dotted_name(node.func)
                 if name and name.split(".")[-1] in BOOKKEEPING:
                     found.add(f"calls {name}()")
             elif isinstance(node, ast.ImportFrom):
@@ -316,7 +317,7 @@ def _is_bool_expr(node: ast.AST) -> bool:
     if isinstance(node, ast.BoolOp):
         return all(_is_bool_expr(v) for v in node.values)
     if isinstance(node, ast.Call):
-        name = _dotted(node.func) or (node.func.attr if isinstance(node.func, ast.Attribute) else None)
+        name = dotted_name(node.func) or (node.func.attr if isinstance(node.func, ast.Attribute) else None)
         return bool(name) and name.split(".")[-1] in _BOOL_CALLS
     return False
 
@@ -419,7 +420,7 @@ def experiment_calls(tree: ast.AST, names: dict[str, str]) -> list[str]:
     """The EXPERIMENT_CALLS functions a cell calls (canonical ``module.func`` names), in order."""
     found = []
     for n in ast.walk(tree):
-        if isinstance(n, ast.Call) and (dotted := _dotted(n.func)):
+        if isinstance(n, ast.Call) and (dotted := dotted_name(n.func)):
             head, _, rest = dotted.partition(".")
             if head in names:
                 dotted = names[head] + ("." + rest if rest else "")
